@@ -1,0 +1,143 @@
+# samepage: GNU make is the front door.
+#   make               build the library, the programs and the tests
+#   make check         run every test (tests/run-tests.sh)
+#   make asan|ubsan|tsan   the same under a sanitizer, in its own build dir
+#   make install       honours PREFIX and DESTDIR
+# Dependency rules (docs/design.md): src/ uses only include/samepage.h;
+# lib/ never includes anything from src/ or tests/.
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+
+BUILD   ?= build
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+SAN     ?=
+WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation -Wundef
+BASE     = -std=gnu11 -D_GNU_SOURCE -Iinclude -MMD -MP $(WARN) $(SAN)
+
+PKGS_CLI   = json-c
+PKGS_TEST  = cmocka json-c
+pc_cflags  = $(shell pkg-config --cflags $(1))
+pc_libs    = $(shell pkg-config --libs $(1))
+
+SOVERSION = 0
+LIBVER    = 0.1.0
+
+LIB_SRC = $(wildcard lib/*.c)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_SO  = $(BUILD)/lib/libsamepage.so.$(LIBVER)
+LIB_A   = $(BUILD)/lib/libsamepage.a
+
+CLI_SRC = $(wildcard src/samepage/*.c)
+CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
+CLI     = $(BUILD)/bin/samepage
+
+TEST_HELP_SRC = tests/helpers.c
+TEST_HELP_OBJ = $(BUILD)/tests/helpers.o
+TEST_SRC  = $(filter-out $(TEST_HELP_SRC),$(wildcard tests/*.c))
+TESTS     = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.t)
+
+PROGS = $(CLI)
+
+# `make V=1` shows the full commands.
+Q = $(if $(V),,@)
+
+.PHONY: all check install uninstall clean asan ubsan tsan
+.SECONDARY:
+all: $(LIB_SO) $(LIB_A) $(PROGS) $(TESTS)
+
+$(BUILD)/lib/%.o: lib/%.c
+	@mkdir -p $(@D)
+	@echo '  CC     $<'
+	$(Q)$(CC) $(BASE) -Ilib -fPIC -fvisibility=hidden $(CFLAGS) -c $< -o $@
+
+$(LIB_SO): $(LIB_OBJ) lib/libsamepage.map
+	@mkdir -p $(@D)
+	@echo '  LD     $@'
+	$(Q)$(CC) -shared $(SAN) -Wl,-soname,libsamepage.so.$(SOVERSION) \
+		-Wl,--version-script=lib/libsamepage.map -Wl,-z,defs -o $@ $(LIB_OBJ) -lpthread
+	$(Q)ln -sf libsamepage.so.$(LIBVER) $(BUILD)/lib/libsamepage.so.$(SOVERSION)
+	$(Q)ln -sf libsamepage.so.$(LIBVER) $(BUILD)/lib/libsamepage.so
+
+$(LIB_A): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+# Programs find the library next door: build/bin -> build/lib, PREFIX/bin -> PREFIX/lib.
+PROG_LDFLAGS = $(SAN) -L$(BUILD)/lib -Wl,-rpath,'$$ORIGIN/../lib' -lsamepage
+
+$(BUILD)/src/%.o: src/%.c
+	@mkdir -p $(@D)
+	@echo '  CC     $<'
+	$(Q)$(CC) $(BASE) $(call pc_cflags,$(PKGS_CLI)) $(CFLAGS) -c $< -o $@
+
+$(CLI): $(CLI_OBJ) $(LIB_SO)
+	@mkdir -p $(@D)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $(CLI_OBJ) $(PROG_LDFLAGS) $(call pc_libs,$(PKGS_CLI))
+
+# Tests link the static library so they can reach internal functions too.
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(@D)
+	@echo '  CC     $<'
+	$(Q)$(CC) $(BASE) -Ilib $(call pc_cflags,$(PKGS_TEST)) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%.t: $(BUILD)/tests/%.o $(TEST_HELP_OBJ) $(LIB_A)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $< $(TEST_HELP_OBJ) $(LIB_A) $(SAN) $(call pc_libs,$(PKGS_TEST)) -lpthread
+
+check: all
+	BUILD=$(BUILD) tests/run-tests.sh
+
+SANITIZE_CHECK = $(MAKE) --no-print-directory BUILD=$(1) SAN="$(2)" CFLAGS="-O1 -g" check
+asan:
+	$(call SANITIZE_CHECK,build-asan,-fsanitize=address$(,)undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+ubsan:
+	$(call SANITIZE_CHECK,build-ubsan,-fsanitize=undefined -fno-sanitize-recover=all)
+tsan:
+	$(call SANITIZE_CHECK,build-tsan,-fsanitize=thread)
+, := ,
+
+MAN1 = $(wildcard man/*.1)
+MAN3 = $(wildcard man/*.3)
+MAN8 = $(wildcard man/*.8)
+UNITS = $(wildcard systemd/*.service)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(UNITDIR)
+	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/samepage
+	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libsamepage.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libsamepage.so.$(SOVERSION)
+	ln -sf libsamepage.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libsamepage.so
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	install -m 644 include/samepage.h $(DESTDIR)$(INCLUDEDIR)/
+	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/)
+	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/)
+	$(if $(MAN8),install -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/)
+	for u in $(UNITS); do \
+		sed 's|@BINDIR@|$(BINDIR)|g; s|@SBINDIR@|$(SBINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig || true; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/samepage $(DESTDIR)$(LIBDIR)/libsamepage.* \
+		$(DESTDIR)$(INCLUDEDIR)/samepage.h
+	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
+	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
+	for m in $(notdir $(MAN8)); do rm -f $(DESTDIR)$(MANDIR)/man8/$$m; done
+	for u in $(notdir $(UNITS)); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+
+clean:
+	rm -rf build build-asan build-ubsan build-tsan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

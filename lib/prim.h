@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The primitive layer: every system call the library makes goes through
+ * here. Contract for every function: return >= 0 on success and a negative
+ * errno on failure; errno is not used by callers.
+ *
+ * This is also the fault-injection seam. SAMEPAGE_FAULT in the environment
+ * holds a comma-separated list of  OP:ERRNO:NTH[+]  where OP is the name
+ * after "_sp_prim_" (open, read, write, ...), ERRNO a symbolic name (EIO,
+ * ENOMEM, EBUSY, ...) or number, NTH the 1-based call that fails, and a
+ * trailing '+' makes every later call fail too. Example:
+ *   SAMEPAGE_FAULT=write:EIO:2   fails the second write with EIO.
+ */
+#ifndef SP_PRIM_H
+#define SP_PRIM_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+int _sp_prim_open(const char *path, int flags, mode_t mode);
+int _sp_prim_close(int fd);
+ssize_t _sp_prim_read(int fd, void *buf, size_t len);
+ssize_t _sp_prim_pread(int fd, void *buf, size_t len, off_t off);
+ssize_t _sp_prim_write(int fd, const void *buf, size_t len);
+int _sp_prim_access(const char *path, int mode);
+int _sp_prim_prctl(int op, unsigned long a2, unsigned long a3,
+		   unsigned long a4, unsigned long a5);
+
+/* Read a whole small file (sysfs, procfs) into buf, NUL-terminated.
+ * Returns the length or a negative errno; -EFBIG if it does not fit. */
+ssize_t _sp_read_file(const char *path, char *buf, size_t len);
+
+/* Write text to a sysfs file in one write(2), as `echo` would. */
+int _sp_write_file(const char *path, const char *text);
+
+/* Used by the fault-injection layer; returns 0 or a negative errno to inject. */
+int _sp_fault(const char *op);
+
+#endif

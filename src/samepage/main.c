@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/* samepage: control, tuning and insight for same-page merging. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+	"Usage: samepage [--root DIR] COMMAND [ARGS]\n"
+	"\n"
+	"Kernel KSM (/sys/kernel/mm/ksm):\n"
+	"  status [--json] [--interval MS]   every knob and counter, savings, ksmd CPU\n"
+	"  get NAME...                       print knob or counter values\n"
+	"  set [--dry-run] [--unmerge-first] NAME=VALUE...\n"
+	"                                    validate, then change knobs (root)\n"
+	"  start | stop | unmerge            the ksm service: run=1 / run=0 / run=2 (root)\n"
+	"  service-status                    exit 0 running, 3 not running, 4 not supported\n"
+	"  ps [--json] [--bytes]             processes with KSM activity, by profit\n"
+	"  run [--] COMMAND [ARGS]           run COMMAND with all its memory mergeable\n"
+	"\n"
+	"Options:\n"
+	"  --root DIR     read a recorded copy of /sys and /proc under DIR\n"
+	"  -h, --help     this text\n"
+	"  -V, --version  library and program version\n"
+	"\n"
+	"Exit codes: 0 success, 1 failure, 2 bad input or refused, 3 not running,\n"
+	"4 not supported by this kernel. See samepage(8).\n";
+
+struct command {
+	const char *name;
+	int (*fn)(struct cli *c, int argc, char **argv);
+};
+
+static const struct command commands[] = {
+	{ "status", cmd_status },
+	{ "get", cmd_get },
+	{ "set", cmd_set },
+	{ "start", cmd_service },
+	{ "stop", cmd_service },
+	{ "unmerge", cmd_service },
+	{ "service-status", cmd_service },
+	{ "ps", cmd_ps },
+	{ "run", cmd_run },
+};
+
+int main(int argc, char **argv)
+{
+	struct cli c = { .root = getenv("SAMEPAGE_ROOT"), .cmd = NULL };
+	static const struct option opts[] = {
+		{ "root", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int o;
+	/* '+': stop at the subcommand; its options are its own. */
+	while ((o = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'r':
+			c.root = optarg;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		case 'V':
+			printf("samepage %s\n", sp_version());
+			return EXIT_OK;
+		default:
+			fputs(usage_text, stderr);
+			return EXIT_REFUSED;
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage_text, stderr);
+		return EXIT_REFUSED;
+	}
+	const char *name = argv[optind];
+	if (strcmp(name, "help") == 0) {
+		fputs(usage_text, stdout);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(name, commands[i].name) == 0) {
+			c.cmd = name;
+			int sub_argc = argc - optind;
+			char **sub_argv = argv + optind;
+			optind = 1;  /* the subcommand parses its own options */
+			return commands[i].fn(&c, sub_argc, sub_argv);
+		}
+	}
+	fprintf(stderr, "samepage: unknown command '%s'\n\n%s", name, usage_text);
+	return EXIT_REFUSED;
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/* Messages, units and exit codes shared by the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void vmsg(const struct cli *c, const char *kind, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "samepage: ");
+	if (c && c->cmd)
+		fprintf(stderr, "%s: ", c->cmd);
+	if (kind)
+		fprintf(stderr, "%s", kind);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+int cli_fail(const struct cli *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg(c, NULL, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+void cli_note(const struct cli *c, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg(c, "note: ", fmt, ap);
+	va_end(ap);
+}
+
+sp_ksm *cli_open_ksm(const struct cli *c, bool need_ksm, int *code)
+{
+	sp_ksm *k = NULL;
+	int r = sp_ksm_open(c->root, &k);
+	if (r) {
+		*code = cli_fail(c, EXIT_FAILURE_RUNTIME, "cannot open KSM view: %s", sp_strerror(r));
+		return NULL;
+	}
+	if (need_ksm && !sp_ksm_available(k)) {
+		*code = cli_fail(c, EXIT_NOT_SUPPORTED,
+				 "KSM is not supported by this kernel: %s does not exist (CONFIG_KSM is off)",
+				 sp_ksm_sysfs_dir(k));
+		sp_ksm_close(k);
+		return NULL;
+	}
+	return k;
+}
+
+void human_bytes(int64_t bytes, char *buf, size_t len)
+{
+	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	const char *sign = bytes < 0 ? "-" : "";
+	double v = bytes < 0 ? -(double)bytes : (double)bytes;
+	size_t u = 0;
+	while (v >= 1024.0 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%s%" PRId64 " B", sign, bytes < 0 ? -bytes : bytes);
+	else
+		snprintf(buf, len, "%s%.1f %s", sign, v, units[u]);
+}
+
+int exit_code_for(int err)
+{
+	switch (err) {
+	case 0:
+		return EXIT_OK;
+	case -ENODEV:
+		return EXIT_NOT_SUPPORTED;
+	case -ENOENT:
+	case -EINVAL:
+	case -ERANGE:
+	case -EPERM:
+	case -EACCES:
+	case -EBUSY:
+	case -EROFS:
+		return EXIT_REFUSED;
+	default:
+		return EXIT_FAILURE_RUNTIME;
+	}
+}
