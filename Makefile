@@ -95,7 +95,7 @@ $(BUILD)/tests/%.t: $(BUILD)/tests/%.o $(TEST_HELP_OBJ) $(LIB_A)
 	$(Q)$(CC) -o $@ $< $(TEST_HELP_OBJ) $(LIB_A) $(SAN) $(call pc_libs,$(PKGS_TEST)) -lpthread
 
 check: all
-	BUILD=$(BUILD) tests/run-tests.sh
+	BUILD=$(BUILD) SAMEPAGE_SAN="$(SAN)" tests/run-tests.sh
 
 SANITIZE_CHECK = $(MAKE) --no-print-directory BUILD=$(1) SAN="$(2)" CFLAGS="-O1 -g" check
 asan:

@@ -184,7 +184,7 @@ enum sp_set_flags {
  * before pages_to_scan, run last). Writes nothing if any setting is bad.
  * If a write fails midway, what was written is put back.
  * Returns 0 or a negative errno, with d describing the first problem:
- *   -ENOENT unknown name or knob absent from this kernel, -EINVAL/-ERANGE
+ *   -ENOENT unknown name, -EOPNOTSUPP knob absent from this kernel, -EINVAL/-ERANGE
  *   bad value, -EPERM read-only counter, -EBUSY needs unmerging first,
  *   -EACCES not allowed to write (needs root), -ENODEV no KSM. */
 SP_API int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n,
@@ -204,7 +204,9 @@ typedef struct sp_ksmd_info {
 /* -ESRCH if no ksmd thread is found. */
 SP_API int sp_ksmd_info_read(sp_ksm *k, sp_ksmd_info *out);
 
-/* One process's /proc/<pid>/ksm_stat. Fields a kernel lacks are -1. */
+/* One process's /proc/<pid>/ksm_stat. Numbers a kernel does not report are
+ * 0 (ksm_process_profit is computed with the kernel's formula before 6.4);
+ * the yes/no fields a kernel lacks are -1. uid is (uid_t)-1 if unknown. */
 typedef struct sp_proc_ksm {
 	pid_t pid;
 	uid_t uid;

@@ -184,6 +184,7 @@ int sp_proc_ksm_read(sp_ksm *k, pid_t pid, sp_proc_ksm *out)
 		out->ksm_process_profit = (out->ksm_merging_pages + out->ksm_zero_pages) * k->page_size -
 					  out->ksm_rmap_items * SP_RMAP_ITEM_BYTES;
 	snprintf(rel, sizeof(rel), "/proc/%d", (int)pid);
+	out->uid = (uid_t)-1;
 	struct stat st;
 	if (_sp_ksm_path(k, rel, path, sizeof(path)) == 0 && stat(path, &st) == 0)
 		out->uid = st.st_uid;

@@ -159,10 +159,10 @@ static int plan_step(sp_ksm *k, const sp_setting *s, int index, struct step *st,
 		return r;
 	r = sp_ksm_read(k, p, &st->old);
 	if (r == -ENOENT) {
-		_sp_diag(d, -ENOENT, p, "this kernel has no %s (%s)", sp_param_describe(p)->name,
+		_sp_diag(d, -EOPNOTSUPP, p, "this kernel has no %s (%s)", sp_param_describe(p)->name,
 			 (sp_param_describe(p)->flags & SP_PF_NUMA) ? "built without NUMA support"
 								     : "it is too old for that knob");
-		return r;
+		return -EOPNOTSUPP;
 	}
 	if (r) {
 		_sp_diag(d, r, p, "cannot read %s: %s", sp_param_describe(p)->name, sp_strerror(r));
@@ -182,8 +182,10 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 		d->index = -1;
 		d->param = -1;
 	}
-	if (!k || (!set && n))
+	if (!k || (!set && n)) {
+		_sp_diag(d, -EINVAL, -1, "invalid arguments (no handle or no settings)");
 		return -EINVAL;
+	}
 	if (!k->available) {
 		_sp_diag(d, -ENODEV, -1, "this kernel has no KSM: %s does not exist (CONFIG_KSM is off)",
 			 k->sysfs);
@@ -274,11 +276,15 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 		if (r) {
 			int lost = rollback(k, steps, i, old_pages_to_scan);
 			const char *name = sp_param_describe(steps[i].param)->name;
-			_sp_diag(d, r, steps[i].param, "writing %s=%lld failed: %s; %s", name,
-				 (long long)steps[i].value, write_error_words(r),
+			char val[32];
+			sp_param_format(steps[i].param, steps[i].value, val, sizeof(val));
+			bool unmerged = need_unmerge && i > 0;
+			_sp_diag(d, r, steps[i].param, "writing %s=%s failed: %s; %s%s", name, val,
+				 write_error_words(r),
 				 i == 0 ? "nothing was changed"
 					: lost ? "some earlier changes could not be put back"
-					       : "the earlier changes were put back");
+					       : "the earlier knob changes were put back",
+				 unmerged ? " (pages were already unmerged; ksmd merges them again)" : "");
 			if (d)
 				d->index = steps[i].index;
 			if (need_unmerge && !seen[SP_RUN])

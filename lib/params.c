@@ -146,6 +146,8 @@ int _sp_parse_i64(const char *t, int64_t *out)
 
 int sp_param_parse(sp_param p, const char *text, int64_t *out, sp_diag *d)
 {
+	if (d)
+		d->index = -1;
 	const sp_param_info *in = sp_param_describe(p);
 	if (!in) {
 		_sp_diag(d, -ENOENT, -1, "unknown parameter");

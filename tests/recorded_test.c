@@ -89,8 +89,11 @@ static void test_library_reads_absent_as_absent(void **state)
 	/* Writing a knob the kernel lacks is refused by name. */
 	sp_setting set = { "smart_scan", "0" };
 	sp_diag d;
-	assert_int_equal(sp_ksm_set(k, &set, 1, 0, &d), -ENOENT);
+	assert_int_equal(sp_ksm_set(k, &set, 1, 0, &d), -EOPNOTSUPP);
 	assert_non_null(strstr(d.msg, "smart_scan"));
+	assert_int_equal(sp_ksm_set(NULL, &set, 1, 0, &d), -EINVAL);
+	assert_int_equal(d.err, -EINVAL);
+	assert_true(d.msg[0] != 0);
 	sp_ksm_close(k);
 	remove_tree(root);
 	free(root);
@@ -214,6 +217,19 @@ static void test_set_writes_canonical_values(void **state)
 	assert_non_null(fgets(buf, sizeof(buf), f));
 	fclose(f);
 	assert_string_equal(buf, "30");
+	/* Options may follow the settings. */
+	run_samepage(&r, "--root", root, "set", "pages_to_scan=5", "--dry-run", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "dry run"));
+	cmd_result_free(&r);
+	/* A knob this kernel lacks: not supported (4), for get and set alike. */
+	run_samepage(&r, "--root", root, "set", "smart_scan=0", NULL);
+	assert_int_equal(r.status, 4);
+	assert_non_null(strstr(r.err, "smart_scan"));
+	cmd_result_free(&r);
+	run_samepage(&r, "--root", root, "get", "advisor_mode", NULL);
+	assert_int_equal(r.status, 4);
+	cmd_result_free(&r);
 	remove_tree(root);
 	free(root);
 }

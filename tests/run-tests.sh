@@ -8,6 +8,7 @@ set -u
 BUILD=${BUILD:-build}
 TIMEOUT=${TEST_TIMEOUT:-300}
 export SAMEPAGE_BUILD=$(cd "$BUILD" && pwd)
+export SAMEPAGE_SRC=$(cd "$(dirname "$0")/.." && pwd)
 export CMOCKA_MESSAGE_OUTPUT=TAP
 
 if [ $# -gt 0 ]; then

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define SAMEPAGE_CLI_VERSION "0.1.0"
+
 /* Exit codes, documented in samepage(8). 3 and 4 follow the old ksm init
  * script's status codes. */
 enum {

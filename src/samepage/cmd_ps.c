@@ -11,6 +11,10 @@
 
 static const char *user_name(uid_t uid, char *buf, size_t len)
 {
+	if (uid == (uid_t)-1) {
+		snprintf(buf, len, "?");
+		return buf;
+	}
 	struct passwd *pw = getpwuid(uid);
 	if (pw)
 		snprintf(buf, len, "%s", pw->pw_name);

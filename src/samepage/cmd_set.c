@@ -11,9 +11,11 @@
 
 int cmd_get(struct cli *c, int argc, char **argv)
 {
-	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+	if (argc < 2)
+		return cli_fail(c, EXIT_REFUSED, "no parameter named: samepage get NAME...");
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		printf("Usage: samepage get NAME...\n");
-		return argc < 2 ? EXIT_REFUSED : EXIT_OK;
+		return EXIT_OK;
 	}
 	int code;
 	sp_ksm *k = cli_open_ksm(c, true, &code);
@@ -124,8 +126,13 @@ int cmd_set(struct cli *c, int argc, char **argv)
 				sp_param_parse(p, set[i].value, &v, NULL);
 				sp_param_format(p, v, now, sizeof(now));
 				printf("%s: %s -> %s (dry run: not written)\n", sp_param_describe(p)->name, was, now);
-			} else if (sp_ksm_read(k, p, &v) == 0) {
-				sp_param_format(p, v, now, sizeof(now));
+			} else {
+				int rr = sp_ksm_read(k, p, &v);
+				if (rr == 0)
+					sp_param_format(p, v, now, sizeof(now));
+				else
+					snprintf(now, sizeof(now), "(written; reading back failed: %s)",
+						 sp_strerror(rr));
 				printf("%s: %s -> %s\n", sp_param_describe(p)->name, was, now);
 			}
 		}

@@ -136,6 +136,14 @@ static void print_human(const struct status *st)
 			print_param(st, p);
 }
 
+/* A number with a fixed number of decimals, without binary noise. */
+static json_object *json_double(double v, int decimals)
+{
+	char text[64];
+	snprintf(text, sizeof(text), "%.*f", decimals, v);
+	return json_object_new_double_s(v, text);
+}
+
 static json_object *param_json(const struct status *st, sp_param p)
 {
 	int64_t v;
@@ -169,9 +177,11 @@ static void print_json(const struct status *st)
 			       json_object_new_boolean(st->sav.profit_estimated));
 	json_object_object_add(sav, "metadata_bytes", json_object_new_int64(st->sav.metadata_bytes));
 	json_object_object_add(sav, "sharing_ratio",
-			       st->sav.sharing_ratio > 0 ? json_object_new_double(st->sav.sharing_ratio) : NULL);
+			       st->sav.sharing_ratio > 0 ? json_double(st->sav.sharing_ratio, 4) : NULL);
+	int64_t sharing = 0;
+	sp_sample_get(&st->s, SP_PAGES_SHARING, &sharing);
 	json_object_object_add(sav, "unshared_ratio",
-			       st->sav.sharing_ratio > 0 ? json_object_new_double(st->sav.unshared_ratio) : NULL);
+			       sharing > 0 ? json_double(st->sav.unshared_ratio, 4) : NULL);
 	json_object_object_add(root, "savings", sav);
 
 	json_object *kd = NULL;
@@ -180,11 +190,12 @@ static void print_json(const struct status *st)
 		char state[2] = { st->ksmd.state, 0 };
 		json_object_object_add(kd, "pid", json_object_new_int(st->ksmd.pid));
 		json_object_object_add(kd, "state", json_object_new_string(state));
-		json_object_object_add(kd, "cpu_seconds", json_object_new_double(st->ksmd.cpu_seconds));
+		json_object_object_add(kd, "cpu_seconds", json_double(st->ksmd.cpu_seconds, 2));
+		json_object_object_add(kd, "age_seconds", json_double(st->ksmd.age_seconds, 2));
 		json_object_object_add(kd, "cpu_percent",
-				       st->cpu_percent >= 0 ? json_object_new_double(st->cpu_percent) : NULL);
+				       st->cpu_percent >= 0 ? json_double(st->cpu_percent, 2) : NULL);
 		json_object_object_add(kd, "cpu_interval_seconds",
-				       st->cpu_percent >= 0 ? json_object_new_double(st->interval_s) : NULL);
+				       st->cpu_percent >= 0 ? json_double(st->interval_s, 3) : NULL);
 	}
 	json_object_object_add(root, "ksmd", kd);
 	puts(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,7 @@ static const char usage_text[] =
 	"Options:\n"
 	"  --root DIR     read a recorded copy of /sys and /proc under DIR\n"
 	"  -h, --help     this text\n"
-	"  -V, --version  library and program version\n"
+	"  -V, --version  program and library versions\n"
 	"\n"
 	"Exit codes: 0 success, 1 failure, 2 bad input or refused, 3 not running,\n"
 	"4 not supported by this kernel. See samepage(8).\n";
@@ -64,7 +65,7 @@ int main(int argc, char **argv)
 			fputs(usage_text, stdout);
 			return EXIT_OK;
 		case 'V':
-			printf("samepage %s\n", sp_version());
+			printf("samepage %s (libsamepage %s)\n", SAMEPAGE_CLI_VERSION, sp_version());
 			return EXIT_OK;
 		default:
 			fputs(usage_text, stderr);
@@ -85,7 +86,11 @@ int main(int argc, char **argv)
 			c.cmd = name;
 			int sub_argc = argc - optind;
 			char **sub_argv = argv + optind;
-			optind = 1;  /* the subcommand parses its own options */
+			/* getopt's own messages then read "samepage set: ..." */
+			static char prog[64];
+			snprintf(prog, sizeof(prog), "samepage %s", name);
+			sub_argv[0] = prog;
+			optind = 0;  /* 0, not 1: forget the '+' mode of the main option string */
 			return commands[i].fn(&c, sub_argc, sub_argv);
 		}
 	}

@@ -76,6 +76,7 @@ int exit_code_for(int err)
 	case 0:
 		return EXIT_OK;
 	case -ENODEV:
+	case -EOPNOTSUPP:
 		return EXIT_NOT_SUPPORTED;
 	case -ENOENT:
 	case -EINVAL:
