@@ -28,6 +28,8 @@ PKGS_TEST  = cmocka json-c
 pc_cflags  = $(shell pkg-config --cflags $(1))
 pc_libs    = $(shell pkg-config --libs $(1))
 
+LIB_LIBS  = -lxxhash -lpthread
+
 SOVERSION = 0
 LIBVER    = 0.1.0
 
@@ -63,7 +65,7 @@ $(LIB_SO): $(LIB_OBJ) lib/libsamepage.map
 	@mkdir -p $(@D)
 	@echo '  LD     $@'
 	$(Q)$(CC) -shared $(SAN) -Wl,-soname,libsamepage.so.$(SOVERSION) \
-		-Wl,--version-script=lib/libsamepage.map -Wl,-z,defs -o $@ $(LIB_OBJ) -lpthread
+		-Wl,--version-script=lib/libsamepage.map -Wl,-z,defs -o $@ $(LIB_OBJ) $(LIB_LIBS)
 	$(Q)ln -sf libsamepage.so.$(LIBVER) $(BUILD)/lib/libsamepage.so.$(SOVERSION)
 	$(Q)ln -sf libsamepage.so.$(LIBVER) $(BUILD)/lib/libsamepage.so
 
@@ -92,7 +94,7 @@ $(BUILD)/tests/%.o: tests/%.c
 
 $(BUILD)/tests/%.t: $(BUILD)/tests/%.o $(TEST_HELP_OBJ) $(LIB_A)
 	@echo '  LD     $@'
-	$(Q)$(CC) -o $@ $< $(TEST_HELP_OBJ) $(LIB_A) $(SAN) $(call pc_libs,$(PKGS_TEST)) -lpthread
+	$(Q)$(CC) -o $@ $< $(TEST_HELP_OBJ) $(LIB_A) $(SAN) $(call pc_libs,$(PKGS_TEST)) $(LIB_LIBS)
 
 check: all
 	BUILD=$(BUILD) SAMEPAGE_SAN="$(SAN)" tests/run-tests.sh
@@ -103,7 +105,8 @@ asan:
 ubsan:
 	$(call SANITIZE_CHECK,build-ubsan,-fsanitize=undefined -fno-sanitize-recover=all)
 tsan:
-	$(call SANITIZE_CHECK,build-tsan,-fsanitize=thread)
+	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $(TSAN_OPTIONS)" \
+		$(call SANITIZE_CHECK,build-tsan,-fsanitize=thread)
 , := ,
 
 MAN1 = $(wildcard man/*.1)

@@ -33,6 +33,10 @@ SP_API const char *sp_version(void);
 /* A short English description of a negative errno returned by this API. */
 SP_API const char *sp_strerror(int err);
 
+/* Why the last call of this thread into the user-space engine failed, in
+ * words ("0x7f..-0x7f.. is shared memory"), or "" if it did not say. */
+SP_API const char *sp_last_error(void);
+
 /* ------------------------------------------------------------------------
  * Parameters: every knob and counter, with the kernel's names
  * ---------------------------------------------------------------------- */
@@ -68,6 +72,8 @@ typedef enum sp_param {
 	/* event counters from /proc/vmstat */
 	SP_COW_KSM,
 	SP_KSM_SWPIN_COPY,
+	/* user-space engine only */
+	SP_PAGES_SKIPPED_MAX_MAP_COUNT,
 	SP_PARAM_COUNT
 } sp_param;
 
@@ -85,6 +91,7 @@ enum sp_param_flags {
 	SP_PF_NEEDS_NO_ADVISOR = 1u << 7,/* refused (EINVAL) while advisor_mode=scan-time */
 	SP_PF_NUMA = 1u << 8,            /* only present with CONFIG_NUMA */
 	SP_PF_STRICTER = 1u << 9,        /* samepage's range is narrower than the kernel's */
+	SP_PF_ENGINE = 1u << 10,         /* only the user-space engine has it */
 };
 
 typedef struct sp_param_info {
@@ -238,6 +245,89 @@ SP_API int sp_ksm_merge_any(bool enable);
 
 /* 1 or 0, or -EINVAL when the kernel does not support it. */
 SP_API int sp_ksm_merge_any_get(void);
+
+/* ------------------------------------------------------------------------
+ * The user-space engine: merging without kernel KSM and without root
+ *
+ * Identical 4 KiB pages of registered private anonymous memory come to
+ * share one physical page, copy on write, with the kernel's knobs and
+ * counters (sp_engine_set / sp_engine_sample take the same names).
+ *
+ * What it requires of the caller (see libsamepage(3), "MERGED MEMORY"):
+ * merged pages are private mappings of the engine's store, so memory that
+ * is registered must be released and reshaped through sp_madvise(),
+ * sp_munmap(), sp_mremap() and sp_mmap() (or the preload library), not the
+ * raw system calls, while the engine exists.
+ * ---------------------------------------------------------------------- */
+
+typedef struct sp_engine sp_engine;
+
+enum sp_engine_flags {
+	SP_ENGINE_CHECKSUM = 1u << 0,  /* use the kernel's two-pass checksum rule
+					  even where write tracking is available */
+	SP_ENGINE_MANUAL = 1u << 1,    /* no scanner thread: call sp_engine_scan() */
+};
+
+/* Create an engine for this process. run starts at 0, like the kernel's.
+ * -ENOSYS/-EPERM when userfaultfd is unavailable. */
+SP_API int sp_engine_new(unsigned flags, sp_engine **out);
+
+/* Stop the scanner, put every merged page back as private memory where
+ * memory allows, and release the engine. Returns 0, or -ENOMEM when some
+ * pages had to stay merged (they keep correct contents). */
+SP_API int sp_engine_free(sp_engine *e);
+
+/* Like madvise(2) on registered memory:
+ *   MADV_MERGEABLE    register [addr, addr+len) (page-aligned, private
+ *                     anonymous): -EINVAL for unaligned, shared, file-backed,
+ *                     hugetlb, locked memory or memory owned by another
+ *                     userfaultfd; -ENOMEM for unmapped gaps;
+ *   MADV_UNMERGEABLE  unmerge and unregister; -EAGAIN/-ENOMEM when memory
+ *                     for the private copies is lacking (nothing is lost);
+ *   MADV_DONTNEED, MADV_FREE, MADV_REMOVE
+ *                     keep their meaning on merged pages (zeros afterwards);
+ *   anything else     passed to madvise(2). */
+SP_API int sp_madvise(sp_engine *e, void *addr, size_t len, int advice);
+
+/* munmap/mremap/mmap that keep the engine's view right. sp_mremap and
+ * sp_mmap return 0 and the address in *out, or a negative errno. */
+SP_API int sp_munmap(sp_engine *e, void *addr, size_t len);
+SP_API int sp_mremap(sp_engine *e, void *old_addr, size_t old_len, size_t new_len, int flags,
+		     void *new_addr, void **out);
+SP_API int sp_mmap(sp_engine *e, void *addr, size_t len, int prot, int flags, int fd, off_t off,
+		   void **out);
+
+/* "Merge any" like PR_SET_MEMORY_MERGE: every private anonymous mapping of
+ * at least min_bytes is registered now and at each full scan. */
+SP_API int sp_engine_merge_any(sp_engine *e, bool enable, size_t min_bytes);
+
+/* Knobs by the kernel's names and rules (run, pages_to_scan, ...).
+ * Same contract as sp_ksm_set(). */
+SP_API int sp_engine_set(sp_engine *e, const sp_setting *set, size_t n, unsigned flags, sp_diag *d);
+
+/* Every knob and counter, kernel names; general_profit uses this engine's
+ * real metadata cost. */
+SP_API int sp_engine_sample(sp_engine *e, sp_sample *out);
+
+/* This process's ksm_stat, as the kernel would show it. */
+SP_API int sp_engine_stat(sp_engine *e, sp_proc_ksm *out);
+
+/* Run one batch of pages_to_scan pages now in the calling thread; returns
+ * the pages visited. With run=0 it does nothing and returns 0. */
+SP_API int sp_engine_scan(sp_engine *e);
+
+/* Wait until full_scans has advanced by scans: 0, or -ETIMEDOUT. */
+SP_API int sp_engine_wait_scans(sp_engine *e, unsigned scans, int timeout_ms);
+
+typedef struct sp_engine_info {
+	const char *change_detection;  /* "write-tracking" or "checksum" */
+	bool user_mode_only;           /* system calls writing a frozen page may see EFAULT */
+	int vmas;                      /* VMAs of this process (last count) */
+	int max_map_count;             /* vm.max_map_count */
+	size_t registered_pages;
+} sp_engine_info;
+
+SP_API int sp_engine_info_get(sp_engine *e, sp_engine_info *out);
 
 #ifdef __cplusplus
 }

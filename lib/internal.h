@@ -35,6 +35,22 @@ int _sp_ksm_path(const sp_ksm *k, const char *abs, char *buf, size_t len);
 /* Path of a KSM sysfs file. */
 int _sp_ksm_file(const sp_ksm *k, const char *name, char *buf, size_t len);
 
+/* Where a knob transaction reads and writes (lib/set.c). */
+struct sp_set_ops {
+	const char *what;  /* "this kernel", "the user-space engine": for messages */
+	int (*read)(void *ctx, int p, int64_t *v);        /* -ENOENT if absent */
+	int (*write)(void *ctx, int p, int64_t v);
+	int (*may_write)(void *ctx, int p, sp_diag *d);   /* NULL: always allowed */
+};
+
+/* Validate, order, write and roll back a list of settings (see sp_ksm_set). */
+int _sp_set_apply(const struct sp_set_ops *ops, void *ctx, const sp_setting *set, size_t n,
+		  unsigned flags, sp_diag *d);
+void _sp_diag_reset(sp_diag *d);
+
+/* Remember why a call failed, for sp_last_error(). */
+void _sp_set_last_error(const char *msg);
+
 /* Monotonic clock in nanoseconds. */
 int64_t _sp_now_ns(void);
 

@@ -138,6 +138,8 @@ int sp_ksm_read(sp_ksm *k, sp_param p, int64_t *out)
 		return -EINVAL;
 	if (!k->available)
 		return -ENODEV;
+	if (in->flags & SP_PF_ENGINE)
+		return -ENOENT;
 	if (in->flags & SP_PF_VMSTAT) {
 		char buf[16384];
 		int r = read_vmstat(k, buf, sizeof(buf));
@@ -161,6 +163,8 @@ int sp_ksm_sample(sp_ksm *k, sp_sample *out)
 		const sp_param_info *in = sp_param_describe(p);
 		int64_t v;
 		int r;
+		if (in->flags & SP_PF_ENGINE)
+			continue;  /* the kernel has no such counter */
 		if (in->flags & SP_PF_VMSTAT)
 			r = have_vmstat ? vmstat_find(vmstat, in->name, &v) : -ENOENT;
 		else
@@ -173,4 +177,62 @@ int sp_ksm_sample(sp_ksm *k, sp_sample *out)
 		}
 	}
 	return 0;
+}
+
+/* -------------------------------------------------- writing: sp_ksm_set */
+
+static int ksm_read_op(void *ctx, int p, int64_t *v)
+{
+	return sp_ksm_read(ctx, p, v);
+}
+
+static int ksm_write_op(void *ctx, int p, int64_t v)
+{
+	char path[PATH_MAX], text[32];
+	int r = _sp_ksm_file(ctx, sp_param_describe(p)->name, path, sizeof(path));
+	if (r)
+		return r;
+	sp_param_format(p, v, text, sizeof(text));
+	return _sp_write_file(path, text);
+}
+
+static int ksm_may_write_op(void *ctx, int p, sp_diag *d)
+{
+	char path[PATH_MAX];
+	_sp_ksm_file(ctx, sp_param_describe(p)->name, path, sizeof(path));
+	int r = _sp_prim_access(path, W_OK);
+	if (r)
+		_sp_diag(d, r, p, "cannot write %s: %s%s", path, sp_strerror(r),
+			 (r == -EACCES || r == -EPERM) ? " (changing KSM knobs needs root)" : "");
+	return r;
+}
+
+static const struct sp_set_ops ksm_ops = {
+	.what = "this kernel",
+	.read = ksm_read_op,
+	.write = ksm_write_op,
+	.may_write = ksm_may_write_op,
+};
+
+int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_diag *d)
+{
+	_sp_diag_reset(d);
+	if (!k) {
+		_sp_diag(d, -EINVAL, -1, "invalid arguments (no handle)");
+		return -EINVAL;
+	}
+	if (!k->available) {
+		_sp_diag(d, -ENODEV, -1, "this kernel has no KSM: %s does not exist (CONFIG_KSM is off)",
+			 k->sysfs);
+		return -ENODEV;
+	}
+	return _sp_set_apply(&ksm_ops, k, set, n, flags, d);
+}
+
+int sp_ksm_set_run(sp_ksm *k, int run, sp_diag *d)
+{
+	char v[8];
+	snprintf(v, sizeof(v), "%d", run);
+	sp_setting s = { .name = "run", .value = v };
+	return sp_ksm_set(k, &s, 1, 0, d);
 }

@@ -64,6 +64,8 @@ static const sp_param_info params[SP_PARAM_COUNT] = {
 	CTR(SP_COW_KSM, "cow_ksm", SP_PF_VMSTAT, NULL, "writes that broke a merged page (copy on write)"),
 	CTR(SP_KSM_SWPIN_COPY, "ksm_swpin_copy", SP_PF_VMSTAT, NULL,
 	    "merged pages copied when swapped in"),
+	CTR(SP_PAGES_SKIPPED_MAX_MAP_COUNT, "pages_skipped_max_map_count", SP_PF_ENGINE, NULL,
+	    "merges not done because vm.max_map_count was near"),
 };
 
 const sp_param_info *sp_param_describe(sp_param p)

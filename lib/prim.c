@@ -7,8 +7,11 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- faults */
@@ -169,6 +172,81 @@ int _sp_prim_prctl(int op, unsigned long a2, unsigned long a3,
 {
 	FAULT("prctl");
 	int r = prctl(op, a2, a3, a4, a5);
+	return r < 0 ? -errno : r;
+}
+
+int _sp_prim_ioctl(int fd, unsigned long req, void *arg)
+{
+	FAULT("ioctl");
+	int r;
+	do
+		r = ioctl(fd, req, arg);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+int _sp_prim_userfaultfd(int flags)
+{
+	FAULT("userfaultfd");
+	long fd = syscall(SYS_userfaultfd, flags);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+int _sp_prim_memfd_create(const char *name, unsigned flags)
+{
+	FAULT("memfd_create");
+	int fd = memfd_create(name, flags);
+	return fd < 0 ? -errno : fd;
+}
+
+int _sp_prim_ftruncate(int fd, off_t len)
+{
+	FAULT("ftruncate");
+	return ftruncate(fd, len) < 0 ? -errno : 0;
+}
+
+int _sp_prim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off, void **out)
+{
+	FAULT("mmap");
+	void *p = mmap(addr, len, prot, flags, fd, off);
+	if (p == MAP_FAILED)
+		return -errno;
+	*out = p;
+	return 0;
+}
+
+int _sp_prim_munmap(void *addr, size_t len)
+{
+	FAULT("munmap");
+	return munmap(addr, len) < 0 ? -errno : 0;
+}
+
+int _sp_prim_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *newaddr, void **out)
+{
+	FAULT("mremap");
+	void *p = mremap(old, oldlen, newlen, flags, newaddr);
+	if (p == MAP_FAILED)
+		return -errno;
+	*out = p;
+	return 0;
+}
+
+int _sp_prim_madvise(void *addr, size_t len, int advice)
+{
+	FAULT("madvise");
+	return madvise(addr, len, advice) < 0 ? -errno : 0;
+}
+
+int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len)
+{
+	FAULT("fallocate");
+	return fallocate(fd, mode, off, len) < 0 ? -errno : 0;
+}
+
+int _sp_prim_fcntl(int fd, int cmd, long arg)
+{
+	FAULT("fcntl");
+	int r = fcntl(fd, cmd, arg);
 	return r < 0 ? -errno : r;
 }
 

@@ -26,6 +26,18 @@ int _sp_prim_access(const char *path, int mode);
 int _sp_prim_prctl(int op, unsigned long a2, unsigned long a3,
 		   unsigned long a4, unsigned long a5);
 
+int _sp_prim_ioctl(int fd, unsigned long req, void *arg);
+int _sp_prim_userfaultfd(int flags);
+int _sp_prim_memfd_create(const char *name, unsigned flags);
+int _sp_prim_ftruncate(int fd, off_t len);
+/* *out receives the mapping; returns 0 or -errno. */
+int _sp_prim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off, void **out);
+int _sp_prim_munmap(void *addr, size_t len);
+int _sp_prim_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *newaddr, void **out);
+int _sp_prim_madvise(void *addr, size_t len, int advice);
+int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len);
+int _sp_prim_fcntl(int fd, int cmd, long arg);
+
 /* Read a whole small file (sysfs, procfs) into buf, NUL-terminated.
  * Returns the length or a negative errno; -EFBIG if it does not fit. */
 ssize_t _sp_read_file(const char *path, char *buf, size_t len);

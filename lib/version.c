@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define SP_STR2(x) #x
@@ -12,6 +13,18 @@ const char *sp_version(void)
 {
 	return SP_STR(SAMEPAGE_VERSION_MAJOR) "." SP_STR(SAMEPAGE_VERSION_MINOR) "." SP_STR(
 		SAMEPAGE_VERSION_PATCH);
+}
+
+static __thread char last_error[256];
+
+const char *sp_last_error(void)
+{
+	return last_error;
+}
+
+void _sp_set_last_error(const char *msg)
+{
+	snprintf(last_error, sizeof(last_error), "%s", msg ? msg : "");
 }
 
 const char *sp_strerror(int err)

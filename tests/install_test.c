@@ -53,6 +53,7 @@ static void test_destdir_staging(void **state)
 	assert_file(tmp, "/usr/include/samepage.h");
 	assert_file(tmp, "/usr/share/man/man8/samepage.8");
 	assert_file(tmp, "/usr/share/man/man3/libsamepage.3");
+	assert_file(tmp, "/usr/share/man/man3/sp_engine.3");
 	assert_file(tmp, "/usr/lib/systemd/system/ksm.service");
 
 	/* The unit names the final path, not the staging one. */

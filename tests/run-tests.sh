@@ -56,6 +56,12 @@ for prog in "${progs[@]}"; do
 		fails+=("$name: no test plan printed (exit code $rc)")
 	fi
 	[ $rc -eq 124 ] && fails+=("$name: timed out after ${TIMEOUT}s")
+	# cmocka exits with the number of failed tests: anything else (a
+	# sanitizer's report, a crash after the last test) is a failure too.
+	if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne $f ]; then
+		f=$((f + 1))
+		fails+=("$name: exit code $rc after $p passed, $f failed tests (sanitizer report or crash? see $log)")
+	fi
 	if [ $f -gt 0 ]; then
 		verdict=FAIL
 	elif [ $s -gt 0 ]; then

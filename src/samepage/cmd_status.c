@@ -127,7 +127,7 @@ static void print_human(const struct status *st)
 	printf("\nCounters\n");
 	for (int p = 0; p < SP_PARAM_COUNT; p++) {
 		unsigned f = sp_param_describe(p)->flags;
-		if ((f & SP_PF_COUNTER) && !(f & SP_PF_VMSTAT))
+		if ((f & SP_PF_COUNTER) && !(f & (SP_PF_VMSTAT | SP_PF_ENGINE)))
 			print_param(st, p);
 	}
 	printf("\n/proc/vmstat\n");
@@ -163,6 +163,8 @@ static void print_json(const struct status *st)
 		    *vm = json_object_new_object();
 	for (int p = 0; p < SP_PARAM_COUNT; p++) {
 		unsigned f = sp_param_describe(p)->flags;
+		if (f & SP_PF_ENGINE)
+			continue;
 		json_object *dst = (f & SP_PF_KNOB) ? knobs : (f & SP_PF_VMSTAT) ? vm : ctrs;
 		json_object_object_add(dst, sp_param_describe(p)->name, param_json(st, p));
 	}

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Changing the kernel's KSM knobs as one transaction: validate everything
+ * Changing knobs as one transaction, for either engine: validate everything
  * against the kernel's rules and the current state, write in an order the
  * kernel accepts, and put back what was written if a later write fails.
+ * The engine-specific parts (where values live, who may write) are the
+ * struct sp_set_ops callbacks.
  */
 #include "internal.h"
 
@@ -112,38 +114,30 @@ static int cmp_steps(const void *a, const void *b)
 	return x->index - y->index;
 }
 
-static int write_param(sp_ksm *k, int param, int64_t v)
-{
-	char path[PATH_MAX], text[32];
-	int r = _sp_ksm_file(k, sp_param_describe(param)->name, path, sizeof(path));
-	if (r)
-		return r;
-	sp_param_format(param, v, text, sizeof(text));
-	return _sp_write_file(path, text);
-}
-
 /* Put back what the failed transaction wrote, newest first. Returns the
  * number of knobs that could not be restored. */
-static int rollback(sp_ksm *k, struct step *steps, size_t n, int64_t old_pages_to_scan)
+static int rollback(const struct sp_set_ops *ops, void *ctx, struct step *steps, size_t n,
+		    int64_t old_pages_to_scan)
 {
 	int failed = 0;
 	bool advisor_back_to_none = false;
 	for (size_t i = n; i-- > 0;) {
 		if (!steps[i].written || (steps[i].param == SP_RUN && steps[i].value == 2))
 			continue;
-		if (write_param(k, steps[i].param, steps[i].old))
+		if (ops->write(ctx, steps[i].param, steps[i].old))
 			failed++;
 		if (steps[i].param == SP_ADVISOR_MODE && steps[i].old == 0)
 			advisor_back_to_none = true;
 	}
 	/* Leaving scan-time resets pages_to_scan to 100: restore the real one. */
-	if (advisor_back_to_none && write_param(k, SP_PAGES_TO_SCAN, old_pages_to_scan))
+	if (advisor_back_to_none && ops->write(ctx, SP_PAGES_TO_SCAN, old_pages_to_scan))
 		failed++;
 	return failed;
 }
 
 /* Validate one setting into *st. */
-static int plan_step(sp_ksm *k, const sp_setting *s, int index, struct step *st, sp_diag *d)
+static int plan_step(const struct sp_set_ops *ops, void *ctx, const sp_setting *s, int index,
+		     struct step *st, sp_diag *d)
 {
 	int p = sp_param_lookup(s->name);
 	if (p < 0) {
@@ -157,9 +151,9 @@ static int plan_step(sp_ksm *k, const sp_setting *s, int index, struct step *st,
 	int r = sp_param_parse(p, s->value, &st->value, d);
 	if (r)
 		return r;
-	r = sp_ksm_read(k, p, &st->old);
+	r = ops->read(ctx, p, &st->old);
 	if (r == -ENOENT) {
-		_sp_diag(d, -EOPNOTSUPP, p, "this kernel has no %s (%s)", sp_param_describe(p)->name,
+		_sp_diag(d, -EOPNOTSUPP, p, "%s has no %s (%s)", ops->what, sp_param_describe(p)->name,
 			 (sp_param_describe(p)->flags & SP_PF_NUMA) ? "built without NUMA support"
 								     : "it is too old for that knob");
 		return -EOPNOTSUPP;
@@ -175,21 +169,21 @@ static int plan_step(sp_ksm *k, const sp_setting *s, int index, struct step *st,
 	return 0;
 }
 
-int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_diag *d)
+void _sp_diag_reset(sp_diag *d)
 {
 	if (d) {
 		memset(d, 0, sizeof(*d));
 		d->index = -1;
 		d->param = -1;
 	}
-	if (!k || (!set && n)) {
-		_sp_diag(d, -EINVAL, -1, "invalid arguments (no handle or no settings)");
+}
+
+int _sp_set_apply(const struct sp_set_ops *ops, void *ctx, const sp_setting *set, size_t n,
+		  unsigned flags, sp_diag *d)
+{
+	if (!set && n) {
+		_sp_diag(d, -EINVAL, -1, "invalid arguments (no settings)");
 		return -EINVAL;
-	}
-	if (!k->available) {
-		_sp_diag(d, -ENODEV, -1, "this kernel has no KSM: %s does not exist (CONFIG_KSM is off)",
-			 k->sysfs);
-		return -ENODEV;
 	}
 	if (n == 0 || n > 64) {
 		_sp_diag(d, -EINVAL, -1, n ? "too many settings at once" : "nothing to set");
@@ -198,7 +192,7 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 	struct step steps[64 + 1];
 	bool seen[SP_PARAM_COUNT] = { false };
 	for (size_t i = 0; i < n; i++) {
-		int r = plan_step(k, &set[i], (int)i, &steps[i], d);
+		int r = plan_step(ops, ctx, &set[i], (int)i, &steps[i], d);
 		if (!r && seen[steps[i].param]) {
 			_sp_diag(d, -EINVAL, steps[i].param, "%s is given twice",
 				 sp_param_describe(steps[i].param)->name);
@@ -214,10 +208,10 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 
 	/* Rules that depend on the state after this command. */
 	int64_t advisor = 0, pages_shared = 0, run = 0, old_pages_to_scan = 0;
-	sp_ksm_read(k, SP_ADVISOR_MODE, &advisor);
-	sp_ksm_read(k, SP_PAGES_SHARED, &pages_shared);
-	sp_ksm_read(k, SP_RUN, &run);
-	sp_ksm_read(k, SP_PAGES_TO_SCAN, &old_pages_to_scan);
+	ops->read(ctx, SP_ADVISOR_MODE, &advisor);
+	ops->read(ctx, SP_PAGES_SHARED, &pages_shared);
+	ops->read(ctx, SP_RUN, &run);
+	ops->read(ctx, SP_PAGES_TO_SCAN, &old_pages_to_scan);
 	bool unmerging = false, need_unmerge = false;
 	for (size_t i = 0; i < n; i++) {
 		if (steps[i].param == SP_ADVISOR_MODE)
@@ -249,13 +243,9 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 	}
 
 	/* Permission: refuse before writing anything. */
-	for (size_t i = 0; i < n; i++) {
-		char path[PATH_MAX];
-		_sp_ksm_file(k, sp_param_describe(steps[i].param)->name, path, sizeof(path));
-		int r = _sp_prim_access(path, W_OK);
+	for (size_t i = 0; ops->may_write && i < n; i++) {
+		int r = ops->may_write(ctx, steps[i].param, d);
 		if (r) {
-			_sp_diag(d, r, steps[i].param, "cannot write %s: %s%s", path, sp_strerror(r),
-				 (r == -EACCES || r == -EPERM) ? " (changing KSM knobs needs root)" : "");
 			diag_index(d, (int)i);
 			return r;
 		}
@@ -272,9 +262,9 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 	qsort(steps, total, sizeof(steps[0]), cmp_steps);
 
 	for (size_t i = 0; i < total; i++) {
-		int r = write_param(k, steps[i].param, steps[i].value);
+		int r = ops->write(ctx, steps[i].param, steps[i].value);
 		if (r) {
-			int lost = rollback(k, steps, i, old_pages_to_scan);
+			int lost = rollback(ops, ctx, steps, i, old_pages_to_scan);
 			const char *name = sp_param_describe(steps[i].param)->name;
 			char val[32];
 			sp_param_format(steps[i].param, steps[i].value, val, sizeof(val));
@@ -288,14 +278,14 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 			if (d)
 				d->index = steps[i].index;
 			if (need_unmerge && !seen[SP_RUN])
-				write_param(k, SP_RUN, run);
+				ops->write(ctx, SP_RUN, run);
 			return r;
 		}
 		steps[i].written = true;
 	}
 	/* --unmerge-first: ksmd goes back to what it was doing. */
 	if (need_unmerge && !seen[SP_RUN] && run != 2) {
-		int r = write_param(k, SP_RUN, run);
+		int r = ops->write(ctx, SP_RUN, run);
 		if (r) {
 			_sp_diag(d, r, SP_RUN, "knobs set, but restoring run=%lld failed: %s",
 				 (long long)run, write_error_words(r));
@@ -303,12 +293,4 @@ int sp_ksm_set(sp_ksm *k, const sp_setting *set, size_t n, unsigned flags, sp_di
 		}
 	}
 	return 0;
-}
-
-int sp_ksm_set_run(sp_ksm *k, int run, sp_diag *d)
-{
-	char v[8];
-	snprintf(v, sizeof(v), "%d", run);
-	sp_setting s = { .name = "run", .value = v };
-	return sp_ksm_set(k, &s, 1, 0, d);
 }

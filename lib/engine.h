@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The user-space merging engine: internal structures shared by its files.
+ *
+ *   range.c   registered ranges and per-page state
+ *   uffd.c    the two userfaultfds (async tracking, sync freeze), PAGEMAP_SCAN
+ *   store.c   memfd segments holding merged contents (immutable once published)
+ *   index.c   content-hash tables: stable (store pages), unstable (candidates)
+ *   merge.c   freeze, compare, replace; zero pages; unmerge
+ *   scan.c    one batch / one pass of the scanner, smart_scan, counters
+ *   engine.c  the handle, knobs, the scanner thread, the public calls
+ *   wrap.c    libc semantics on merged memory (madvise, munmap, mremap, mmap)
+ */
+#ifndef SP_ENGINE_H
+#define SP_ENGINE_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+#define SP_PAGE 4096UL
+
+/* ------------------------------------------------------------ meta.c */
+
+/* Memory the scanner writes: never registered (see meta.c). */
+void *_sp_meta_alloc(size_t len);
+void _sp_meta_free(void *p, size_t len);
+void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len);
+bool _sp_meta_overlaps(uintptr_t start, uintptr_t end);
+void *_sp_meta_map_file(int fd, size_t len);
+int _sp_meta_move_to(void *p, size_t len, void *dst);
+
+/* ------------------------------------------------------------ maps.c */
+
+struct sp_vma {
+	unsigned long start, end, inode;
+	char perms[8];
+	char path[128];
+	int prot;          /* 1 read, 2 write, 4 exec */
+	bool shared, file, store, hugetlb, locked, uffd, special, thp, growsdown;
+};
+
+int _sp_maps_read(uintptr_t start, uintptr_t end, const char *store_name, struct sp_vma **out, size_t *n);
+/* 0 if [start,end) is all private anonymous memory we may register; else
+ * -EINVAL (what kind of memory in why) or -ENOMEM (a gap). */
+int _sp_maps_check(uintptr_t start, uintptr_t end, const char *store_name, char *why, size_t whylen);
+/* Number of VMAs of this process. */
+int _sp_maps_count(void);
+
+/* ------------------------------------------------------------ uffd.c */
+
+struct sp_uffd {
+	int track;            /* async WP uffd: write tracking, -1 without */
+	int freeze;           /* sync WP uffd: blocks writers while we compare/replace */
+	int pagemap;          /* /proc/self/pagemap for PAGEMAP_SCAN, -1 without */
+	bool user_mode_only;  /* kernel-mode faults on frozen pages fail (EFAULT) */
+	bool write_tracking;  /* WP_ASYNC + PAGEMAP_SCAN available */
+};
+
+int _sp_uffd_open(struct sp_uffd *u, bool want_tracking);
+void _sp_uffd_close(struct sp_uffd *u);
+int _sp_uffd_register(int fd, uintptr_t start, size_t len, bool wp);
+int _sp_uffd_unregister(int fd, uintptr_t start, size_t len);
+int _sp_uffd_wp(int fd, uintptr_t start, size_t len, bool on);
+int _sp_uffd_wake(int fd, uintptr_t start, size_t len);
+
+/* PAGEMAP_SCAN over [start,end): regions whose categories match. Returns
+ * the number of regions (>= 0) or -errno; *walk_end tells where it stopped. */
+long _sp_pagemap_scan(struct sp_uffd *u, uintptr_t start, uintptr_t end, uint64_t flags,
+		      uint64_t cat_mask, uint64_t cat_inverted, uint64_t cat_anyof,
+		      uint64_t return_mask, struct page_region *vec, size_t vlen,
+		      uintptr_t *walk_end);
+
+/* ------------------------------------------------------------ store.c */
+
+#define SP_SEG_PAGES 8192u          /* 32 MiB segments: few fds, sparse until used */
+#define SP_NONE UINT32_MAX
+
+struct sp_spage {                   /* one merged content */
+	uint64_t hash;
+	uint32_t refs;              /* our mappings that name it (MERGED or COWED pages) */
+	uint32_t sharers;           /* of those, pages that really share it (MERGED) */
+	uint32_t next_dup;          /* chain of store pages of one content (stable.c) */
+	uint32_t prev_dup;
+	uint32_t fork_gen;          /* fork generation when first mapped */
+	uint8_t node;               /* NUMA node (merge_across_nodes=0) */
+	uint8_t live;               /* published and not yet dropped */
+	uint8_t pad[2];
+};
+
+struct sp_segment {
+	int fd;
+	uint8_t *view;              /* MAP_SHARED: where contents are written and compared */
+	uint32_t used;              /* bump allocator */
+	uint32_t live;              /* pages with mappers */
+};
+
+struct sp_store {
+	struct sp_segment *seg;
+	uint32_t nseg, capseg;
+	struct sp_spage *pg;        /* indexed by store page id = seg * SP_SEG_PAGES + off */
+	uint32_t npg_cap;
+	uint32_t *free;             /* ids of punched pages that may be reused */
+	uint32_t nfree, capfree;
+	uint32_t fork_gen;          /* bumped by every fork() of this process */
+	bool no_punch;              /* a fork child's copy, or shutting down: never punch */
+	char name[32];              /* memfd name, recognisable in /proc/self/maps */
+};
+
+int _sp_store_init(struct sp_store *s);
+void _sp_store_fini(struct sp_store *s);
+/* A new store page holding a copy of src; returns its id or -errno. */
+int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_t node);
+const void *_sp_store_data(const struct sp_store *s, uint32_t id);
+/* fd and offset to mmap the page from */
+void _sp_store_where(const struct sp_store *s, uint32_t id, int *fd, off_t *off);
+/* One mapping less; frees the page when safe (no fork since it was mapped). */
+void _sp_store_put(struct sp_store *s, uint32_t id);
+/* Bytes of bookkeeping plus dead pages that cannot be freed yet. */
+int64_t _sp_store_overhead(const struct sp_store *s);
+
+/* ------------------------------------------------------------ index.c */
+
+/* Open-addressing table: 64-bit content hash -> 64-bit value. One value per
+ * hash: collisions of different contents are resolved by memcmp later. */
+struct sp_index {
+	uint64_t *keys;
+	uint64_t *vals;
+	size_t cap, count, tombs;
+};
+
+int _sp_index_init(struct sp_index *ix, size_t cap);
+void _sp_index_fini(struct sp_index *ix);
+bool _sp_index_get(const struct sp_index *ix, uint64_t key, uint64_t *val);
+int _sp_index_put(struct sp_index *ix, uint64_t key, uint64_t val);
+bool _sp_index_del(struct sp_index *ix, uint64_t key, uint64_t val);  /* only if it maps to val */
+size_t _sp_index_bytes(const struct sp_index *ix);
+
+uint64_t _sp_hash_page(const void *p);
+
+/* ------------------------------------------------------------ range.c */
+
+enum sp_pg_state {
+	SP_PG_NEW = 0,      /* not looked at yet: waits one quiet pass */
+	SP_PG_WRITTEN,      /* written in the last pass (volatile) */
+	SP_PG_UNSHARED,     /* hashed, no partner yet; in the unstable index */
+	SP_PG_MERGED,       /* maps store page .ref */
+	SP_PG_COWED,        /* written after merging: a private copy hides store page .ref,
+			       which the mapping still names (a zap would bring it back) */
+	SP_PG_ZERO,         /* empty page dropped (use_zero_pages) */
+	SP_PG_HOLE,         /* not present */
+};
+
+struct sp_page {
+	uint64_t hash;
+	uint32_t ref;       /* store page id when MERGED */
+	uint8_t state;
+	uint8_t age;        /* smart_scan: scans without a merge */
+	uint8_t skips;      /* smart_scan: visits left to skip */
+	uint8_t quiet;      /* checksum mode: hash unchanged since last visit */
+};
+
+struct sp_range {
+	uintptr_t start;
+	size_t npages;
+	size_t cap_pages;    /* pages allocated in pg (npages may shrink) */
+	struct sp_page *pg;
+	int prot;            /* PROT_* of the memory, for mapping store pages */
+	bool any;            /* registered by "merge any" */
+};
+
+/* A page locator packed in 64 bits for the unstable index. */
+#define SP_LOC(range, page) (((uint64_t)(range) << 40) | (uint64_t)(page))
+#define SP_LOC_RANGE(l) ((uint32_t)((l) >> 40))
+#define SP_LOC_PAGE(l) ((size_t)((l) & ((1ull << 40) - 1)))
+
+#endif
+
+/* ------------------------------------------------------------ engine.c */
+
+struct sp_engine {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;         /* knob changes wake the thread; passes wake waiters */
+	pthread_t thread;
+	bool thread_started, stopping;
+	bool inert;                  /* a fork child's copy: no uffd, no scanning */
+	unsigned flags;
+	pid_t owner;
+
+	struct sp_uffd uffd;
+	bool tracking;               /* write tracking (else the checksum rule) */
+	struct sp_store store;
+	struct sp_index stable;      /* content hash -> store page id (chain head) */
+	struct sp_index unstable;    /* content hash -> SP_LOC of an UNSHARED page */
+	uint64_t zero_hash;
+
+	struct sp_range **ranges;    /* slot array; slot number = range id; NULL = free */
+	uint32_t nranges, capranges;
+	uint32_t cur_range;          /* scan cursor */
+	size_t cur_page;
+
+	int64_t knob[SP_PARAM_COUNT];
+
+	/* counters (see sp_engine_sample) */
+	uint64_t pages_scanned, pages_skipped, full_scans, cow_ksm, skipped_map_count;
+	uint64_t state_count[SP_PG_HOLE + 1];
+	uint64_t pages_shared, pages_sharing;  /* maintained with store sharers */
+	uint64_t chains, dups;
+
+	int vmas, max_map_count;
+	bool merge_any;
+	size_t any_min;
+	int64_t any_refreshed_ns;
+	void *thread_stack;
+
+	/* scan-time advisor */
+	int64_t adv_scan_start_ns;
+	double adv_cpu_start;
+	uint64_t adv_change;
+	int64_t adv_last_scan_time;
+
+	/* scanner work areas, all in meta memory */
+	struct sp_job *jobs;         /* SP_MAX_JOBS */
+	uintptr_t *addrs;            /* 2 * SP_MAX_JOBS */
+	struct sp_run *runs;         /* 2 * SP_MAX_JOBS */
+	uint8_t *cats;               /* 2 * SP_MAX_JOBS, and a span's pages */
+	struct sp_map *maps;         /* 2 * SP_MAX_JOBS */
+	size_t nmaps;
+	struct page_region *vec;     /* PAGEMAP_SCAN results */
+	size_t veclen;
+	struct sp_engine *next;      /* all engines of the process, for fork */
+};
+
+/* range.c */
+int _sp_range_add(sp_engine *e, uintptr_t start, size_t npages, int prot, bool any);
+struct sp_range *_sp_range_at(sp_engine *e, uintptr_t addr, uint32_t *id);
+bool _sp_range_overlaps(sp_engine *e, uintptr_t start, uintptr_t end);
+/* Forget pages [start,end) of every range; caller has made sure none maps the store. */
+int _sp_range_cut(sp_engine *e, uintptr_t start, uintptr_t end);
+void _sp_page_set_state(sp_engine *e, struct sp_page *pg, uint8_t state);
+void _sp_share_add(sp_engine *e, uint32_t id);   /* one more sharer (and reference) */
+void _sp_share_drop(sp_engine *e, uint32_t id);  /* one sharer less; the reference stays */
+/* Drop a page's index entry and store reference (mapping already gone). */
+void _sp_page_forget(sp_engine *e, uint32_t rid, size_t i);
+size_t _sp_ranges_bytes(const sp_engine *e);
+
+/* stable.c */
+uint32_t _sp_stable_find(sp_engine *e, uint64_t hash);     /* a store page with room, or SP_NONE */
+void _sp_stable_insert(sp_engine *e, uint64_t hash, uint32_t id);
+void _sp_spage_put(sp_engine *e, uint32_t id);             /* one reference less; unlink if dead */
+
+/* merge.c */
+struct sp_job {
+	uint32_t rid;       /* the candidate page */
+	size_t page;
+	uint32_t prid;      /* partner page (PAIR) */
+	size_t ppage;
+	uint32_t store;     /* store page (STABLE) */
+	uint8_t kind;       /* SP_JOB_* */
+	uint8_t done;
+};
+enum { SP_JOB_ZERO = 1, SP_JOB_STABLE, SP_JOB_PAIR };
+
+#define SP_MAX_JOBS 256
+
+struct sp_map {              /* a decided replacement, applied in bulk */
+	uintptr_t addr;
+	uint32_t id;
+	uint32_t rid;
+	size_t page;
+	uint32_t old;        /* store page named before (COWED), or SP_NONE */
+};
+
+struct sp_run {
+	uintptr_t start;
+	size_t pages;
+	bool frozen;
+};
+
+/* Freeze, compare and replace for a batch of jobs; updates page states. */
+void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n);
+/* Turn the merged/copied pages of [start, start+npages) back into private
+ * anonymous memory. -ENOMEM/-EAGAIN if memory is lacking: nothing changes. */
+int _sp_unmerge_run(sp_engine *e, uint32_t rid, size_t first, size_t npages, bool keep_registered);
+int _sp_unmerge_all(sp_engine *e, bool keep_registered);
+/* Register [start,len) on the tracking uffd (or the freeze uffd in checksum mode) and arm it. */
+int _sp_track_register(sp_engine *e, uintptr_t start, size_t len);
+int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len);
+bool _sp_vma_headroom(sp_engine *e, size_t merges);
+
+/* scan.c */
+int _sp_scan_batch(sp_engine *e, size_t budget);
+void _sp_advisor_start(sp_engine *e);
+void _sp_advisor_stop(sp_engine *e);
+
+/* engine.c */
+int _sp_engine_register(sp_engine *e, uintptr_t start, uintptr_t end, bool any, char *why, size_t whylen);
+int _sp_engine_unregister(sp_engine *e, uintptr_t start, uintptr_t end);

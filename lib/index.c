@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Content-hash tables. Keys are XXH3-64 hashes of 4 KiB pages; a hash is
+ * only a filter: merging always compares the bytes of frozen pages.
+ * Open addressing with linear probing; key 0 is remapped so that 0 can
+ * mean "empty" and 1 "deleted".
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define EMPTY 0ull
+#define TOMB 1ull
+
+uint64_t _sp_hash_page(const void *p)
+{
+	return XXH3_64bits(p, SP_PAGE);
+}
+
+static uint64_t fix_key(uint64_t k)
+{
+	return k < 2 ? k + 2 : k;
+}
+
+int _sp_index_init(struct sp_index *ix, size_t cap)
+{
+	size_t c = 64;
+	while (c < cap)
+		c <<= 1;
+	ix->keys = _sp_meta_alloc(c * sizeof(uint64_t));
+	ix->vals = _sp_meta_alloc(c * sizeof(uint64_t));
+	if (!ix->keys || !ix->vals) {
+		_sp_meta_free(ix->keys, c * sizeof(uint64_t));
+		_sp_meta_free(ix->vals, c * sizeof(uint64_t));
+		ix->keys = ix->vals = NULL;
+		return -ENOMEM;
+	}
+	ix->cap = c;
+	ix->count = ix->tombs = 0;
+	return 0;
+}
+
+void _sp_index_fini(struct sp_index *ix)
+{
+	_sp_meta_free(ix->keys, ix->cap * sizeof(uint64_t));
+	_sp_meta_free(ix->vals, ix->cap * sizeof(uint64_t));
+	memset(ix, 0, sizeof(*ix));
+}
+
+static size_t slot(const struct sp_index *ix, uint64_t k)
+{
+	/* The hash is already uniform: use its low bits. */
+	return (size_t)(k * 0x9E3779B97F4A7C15ull >> 7) & (ix->cap - 1);
+}
+
+bool _sp_index_get(const struct sp_index *ix, uint64_t key, uint64_t *val)
+{
+	key = fix_key(key);
+	for (size_t i = slot(ix, key), n = 0; n < ix->cap; i = (i + 1) & (ix->cap - 1), n++) {
+		if (ix->keys[i] == EMPTY)
+			return false;
+		if (ix->keys[i] == key) {
+			*val = ix->vals[i];
+			return true;
+		}
+	}
+	return false;
+}
+
+static int grow(struct sp_index *ix)
+{
+	struct sp_index bigger;
+	size_t want = ix->count * 4 > ix->cap ? ix->cap * 2 : ix->cap;  /* else just purge tombstones */
+	int r = _sp_index_init(&bigger, want);
+	if (r)
+		return r;
+	for (size_t i = 0; i < ix->cap; i++)
+		if (ix->keys[i] > TOMB) {
+			size_t j = slot(&bigger, ix->keys[i]);
+			while (bigger.keys[j] != EMPTY)
+				j = (j + 1) & (bigger.cap - 1);
+			bigger.keys[j] = ix->keys[i];
+			bigger.vals[j] = ix->vals[i];
+			bigger.count++;
+		}
+	_sp_index_fini(ix);
+	*ix = bigger;
+	return 0;
+}
+
+int _sp_index_put(struct sp_index *ix, uint64_t key, uint64_t val)
+{
+	if ((ix->count + ix->tombs + 1) * 4 > ix->cap * 3) {
+		int r = grow(ix);
+		if (r)
+			return r;
+	}
+	key = fix_key(key);
+	size_t tomb = SIZE_MAX;
+	for (size_t i = slot(ix, key);; i = (i + 1) & (ix->cap - 1)) {
+		if (ix->keys[i] == key) {
+			ix->vals[i] = val;
+			return 0;
+		}
+		if (ix->keys[i] == TOMB && tomb == SIZE_MAX)
+			tomb = i;
+		if (ix->keys[i] == EMPTY) {
+			if (tomb != SIZE_MAX) {
+				i = tomb;
+				ix->tombs--;
+			}
+			ix->keys[i] = key;
+			ix->vals[i] = val;
+			ix->count++;
+			return 0;
+		}
+	}
+}
+
+bool _sp_index_del(struct sp_index *ix, uint64_t key, uint64_t val)
+{
+	key = fix_key(key);
+	for (size_t i = slot(ix, key), n = 0; n < ix->cap; i = (i + 1) & (ix->cap - 1), n++) {
+		if (ix->keys[i] == EMPTY)
+			return false;
+		if (ix->keys[i] == key) {
+			if (ix->vals[i] != val)
+				return false;
+			ix->keys[i] = TOMB;
+			ix->count--;
+			ix->tombs++;
+			return true;
+		}
+	}
+	return false;
+}
+
+size_t _sp_index_bytes(const struct sp_index *ix)
+{
+	return ix->cap * 2 * sizeof(uint64_t);
+}

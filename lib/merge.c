@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Freeze, compare, replace: the only code that changes what an application
+ * address maps. The rules it keeps (docs/design.md, "Merging safely"):
+ *
+ *  - a page is compared byte for byte while frozen (writers blocked), and
+ *    replaced before it is thawed: a write either lands before the compare
+ *    (and the compare sees it) or waits and lands in the new page;
+ *  - the freeze itself proves the address is still our registered memory:
+ *    write-protecting it through our own userfaultfd fails otherwise;
+ *  - a replacement is one atomic mmap(MAP_FIXED) or mremap(MREMAP_FIXED):
+ *    no instant shows a hole or a half-made page;
+ *  - unmerging builds and populates the private copy first, so a lack of
+ *    memory fails cleanly before anything changes.
+ *
+ * With write tracking, memory lives on the async uffd; a run of pages moves
+ * to the sync (freeze) uffd only for the span of one batch.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  /* 5.14 */
+#endif
+
+static const uint8_t zero_page[SP_PAGE];
+
+/* ---------------------------------------------------------------- arming */
+
+/* Write-protect [start,end) on the tracking uffd so the next write shows in
+ * PAGEMAP_SCAN; if cats is not NULL it receives each page's PAGE_IS_*
+ * categories as they were before arming (indexed from start). */
+static int arm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
+{
+	uintptr_t at = start;
+	while (at < end) {
+		uintptr_t walk_end = end;
+		long n = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0, 0,
+					  0, PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE, e->vec,
+					  e->veclen, &walk_end);
+		if (n < 0)
+			return (int)n;
+		for (long i = 0; cats && i < n; i++)
+			for (uintptr_t a = e->vec[i].start; a < e->vec[i].end; a += SP_PAGE)
+				cats[(a - start) / SP_PAGE] = (uint8_t)e->vec[i].categories;
+		if (walk_end <= at)
+			break;
+		at = walk_end;
+	}
+	return 0;
+}
+
+int _sp_track_register(sp_engine *e, uintptr_t start, size_t len)
+{
+	if (!e->tracking)
+		return _sp_uffd_register(e->uffd.freeze, start, len, true);
+	int r = _sp_uffd_register(e->uffd.track, start, len, true);
+	if (r)
+		return r;
+	return arm(e, start, start + len, NULL);
+}
+
+int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len)
+{
+	return _sp_uffd_unregister(e->tracking ? e->uffd.track : e->uffd.freeze, start, len);
+}
+
+bool _sp_vma_headroom(sp_engine *e, size_t merges)
+{
+	/* Each merge may split a VMA in three; keep a margin for the application. */
+	size_t need = 2 * merges + 256;
+	if ((size_t)e->vmas + need < (size_t)e->max_map_count)
+		return true;
+	int n = _sp_maps_count();
+	if (n > 0)
+		e->vmas = n;
+	char buf[32];
+	if (_sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0)
+		e->max_map_count = atoi(buf);
+	return (size_t)e->vmas + need < (size_t)e->max_map_count;
+}
+
+/* ------------------------------------------------------------ freeze/thaw */
+
+static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
+{
+	int r;
+	if (e->tracking) {
+		r = _sp_uffd_unregister(e->uffd.track, start, len);
+		if (r)
+			return r;
+		r = _sp_uffd_register(e->uffd.freeze, start, len, true);
+		if (r) {
+			_sp_track_register(e, start, len);
+			return r;
+		}
+	}
+	r = _sp_uffd_wp(e->uffd.freeze, start, len, true);
+	if (r) {
+		/* Part of the run is no longer our VMA: undo and report. */
+		if (e->tracking) {
+			_sp_uffd_unregister(e->uffd.freeze, start, len);
+			_sp_uffd_wake(e->uffd.freeze, start, len);
+			_sp_track_register(e, start, len);
+		}
+		return r;
+	}
+	return 0;
+}
+
+/* Let writers go and put the run back under tracking. cats (optional)
+ * receives the pages' categories at re-arm time. */
+static void thaw_run(sp_engine *e, uintptr_t start, size_t len, bool reregister, uint8_t *cats)
+{
+	if (e->tracking) {
+		_sp_uffd_unregister(e->uffd.freeze, start, len);
+		_sp_uffd_wake(e->uffd.freeze, start, len);
+		if (reregister && _sp_uffd_register(e->uffd.track, start, len, true) == 0)
+			arm(e, start, start + len, cats);
+		return;
+	}
+	/* Checksum mode: pages stay on the freeze uffd; replaced ones need it again. */
+	if (reregister)
+		_sp_uffd_register(e->uffd.freeze, start, len, true);
+	_sp_uffd_wp(e->uffd.freeze, start, len, false);
+	_sp_uffd_wake(e->uffd.freeze, start, len);
+	if (!reregister)
+		_sp_uffd_unregister(e->uffd.freeze, start, len);
+}
+
+/* ------------------------------------------------------------ replacing */
+
+static uintptr_t page_addr(sp_engine *e, uint32_t rid, size_t i)
+{
+	return e->ranges[rid]->start + i * SP_PAGE;
+}
+
+/* Decide that store page id replaces the frozen page (rid,i). The page
+ * counts as merged from now on; apply_maps() makes it true, or takes the
+ * decision back. Mapping is deferred so that neighbouring pages that take
+ * neighbouring store pages are mapped with one mmap: the mmap is most of
+ * the cost of a merge. */
+static int map_store(sp_engine *e, uint32_t rid, size_t i, uint32_t id)
+{
+	if (e->nmaps >= 2 * SP_MAX_JOBS)
+		return -ENOSPC;
+	struct sp_page *pg = &e->ranges[rid]->pg[i];
+	e->maps[e->nmaps++] = (struct sp_map){ page_addr(e, rid, i), id, rid, i,
+					       pg->state == SP_PG_COWED ? pg->ref : SP_NONE };
+	pg->ref = id;
+	_sp_share_add(e, id);
+	_sp_page_set_state(e, pg, SP_PG_MERGED);
+	return 0;
+}
+
+static void sort_maps(struct sp_map *m, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		struct sp_map v = m[i];
+		size_t j = i;
+		for (; j > 0 && m[j - 1].addr > v.addr; j--)
+			m[j] = m[j - 1];
+		m[j] = v;
+	}
+}
+
+static void apply_maps(sp_engine *e)
+{
+	struct sp_map *m = e->maps;
+	size_t n = e->nmaps;
+	e->nmaps = 0;
+	sort_maps(m, n);
+	for (size_t i = 0; i < n;) {
+		size_t k = 1;
+		while (i + k < n && m[i + k].addr == m[i].addr + k * SP_PAGE && m[i + k].id == m[i].id + k &&
+		       m[i + k].id / SP_SEG_PAGES == m[i].id / SP_SEG_PAGES && m[i + k].rid == m[i].rid)
+			k++;
+		int fd;
+		off_t off;
+		void *out;
+		_sp_store_where(&e->store, m[i].id, &fd, &off);
+		int r = _sp_prim_mmap((void *)m[i].addr, k * SP_PAGE, e->ranges[m[i].rid]->prot,
+				      MAP_PRIVATE | MAP_FIXED, fd, off, &out);
+		for (size_t x = i; x < i + k; x++) {
+			struct sp_page *pg = &e->ranges[m[x].rid]->pg[m[x].page];
+			if (r == 0) {
+				/* A copied-on-write page named another store page until now. */
+				if (m[x].old != SP_NONE)
+					_sp_spage_put(e, m[x].old);
+				continue;
+			}
+			/* The old page is still there (a failed MAP_FIXED changes nothing). */
+			_sp_share_drop(e, m[x].id);
+			_sp_spage_put(e, m[x].id);
+			pg->ref = m[x].old;
+			_sp_page_set_state(e, pg, m[x].old != SP_NONE ? SP_PG_COWED : SP_PG_WRITTEN);
+		}
+		if (r == 0)
+			e->vmas += 2;
+		i += k;
+	}
+}
+
+/* The unstable partner or the candidate did not match after all. */
+static void mark_changed(sp_engine *e, uint32_t rid, size_t i)
+{
+	struct sp_page *pg = &e->ranges[rid]->pg[i];
+	if (pg->state == SP_PG_UNSHARED)
+		_sp_index_del(&e->unstable, pg->hash, SP_LOC(rid, i));
+	if (pg->state != SP_PG_MERGED && pg->state != SP_PG_COWED)
+		_sp_page_set_state(e, pg, SP_PG_WRITTEN);
+}
+
+/* Candidate with no partner: it waits in the unstable index. */
+static void make_unshared(sp_engine *e, uint32_t rid, size_t i)
+{
+	struct sp_page *pg = &e->ranges[rid]->pg[i];
+	uint64_t other;
+	if (pg->state == SP_PG_COWED || _sp_index_get(&e->unstable, pg->hash, &other)) {
+		if (pg->state != SP_PG_COWED)
+			_sp_page_set_state(e, pg, SP_PG_WRITTEN);
+		return;
+	}
+	if (_sp_index_put(&e->unstable, pg->hash, SP_LOC(rid, i)) == 0)
+		_sp_page_set_state(e, pg, SP_PG_UNSHARED);
+}
+
+static bool store_usable(sp_engine *e, uint32_t id, uint64_t hash)
+{
+	struct sp_spage *s = &e->store.pg[id];
+	return s->live && s->hash == hash && s->sharers < (uint64_t)e->knob[SP_MAX_PAGE_SHARING];
+}
+
+static void do_job(sp_engine *e, struct sp_job *j)
+{
+	struct sp_page *b = &e->ranges[j->rid]->pg[j->page];
+	const void *bp = (const void *)page_addr(e, j->rid, j->page);
+
+	if (j->kind == SP_JOB_ZERO) {
+		if (memcmp(bp, zero_page, SP_PAGE) == 0 &&
+		    _sp_prim_madvise((void *)bp, SP_PAGE, MADV_DONTNEED) == 0) {
+			if (b->state == SP_PG_COWED)
+				_sp_spage_put(e, b->ref);
+			/* COWED pages keep their file VMA: the zap would show the store
+			 * page, so those are not dropped (see scan.c). */
+			_sp_page_set_state(e, b, SP_PG_ZERO);
+			j->done = 1;
+		} else {
+			mark_changed(e, j->rid, j->page);
+		}
+		return;
+	}
+
+	if (j->kind == SP_JOB_PAIR) {
+		struct sp_page *a = &e->ranges[j->prid]->pg[j->ppage];
+		/* An earlier job of this batch may have merged the partner already. */
+		if (a->state == SP_PG_MERGED && store_usable(e, a->ref, b->hash)) {
+			j->kind = SP_JOB_STABLE;
+			j->store = a->ref;
+		} else if (a->state != SP_PG_UNSHARED || a->hash != b->hash) {
+			make_unshared(e, j->rid, j->page);
+			return;
+		}
+	}
+
+	if (j->kind == SP_JOB_STABLE) {
+		if (!store_usable(e, j->store, b->hash) ||
+		    memcmp(bp, _sp_store_data(&e->store, j->store), SP_PAGE) != 0) {
+			make_unshared(e, j->rid, j->page);
+			return;
+		}
+		if (map_store(e, j->rid, j->page, j->store) == 0)
+			j->done = 1;
+		return;
+	}
+
+	/* PAIR: both pages frozen; publish a store page only if they are equal. */
+	const void *ap = (const void *)page_addr(e, j->prid, j->ppage);
+	if (memcmp(ap, bp, SP_PAGE) != 0) {
+		mark_changed(e, j->prid, j->ppage);
+		make_unshared(e, j->rid, j->page);
+		return;
+	}
+	uint8_t node = 0;
+	int64_t id = _sp_store_add(&e->store, ap, b->hash, node);
+	if (id < 0) {
+		make_unshared(e, j->rid, j->page);
+		return;
+	}
+	struct sp_page *a = &e->ranges[j->prid]->pg[j->ppage];
+	_sp_index_del(&e->unstable, a->hash, SP_LOC(j->prid, j->ppage));
+	_sp_page_set_state(e, a, SP_PG_WRITTEN);  /* until mapped below */
+	if (map_store(e, j->prid, j->ppage, (uint32_t)id) != 0) {
+		_sp_spage_put(e, (uint32_t)id);  /* never mapped: punched */
+		make_unshared(e, j->rid, j->page);
+		return;
+	}
+	_sp_stable_insert(e, b->hash, (uint32_t)id);
+	if (map_store(e, j->rid, j->page, (uint32_t)id) == 0)
+		j->done = 1;
+	else
+		make_unshared(e, j->rid, j->page);
+}
+
+/* ------------------------------------------------------------ batches */
+
+/* Shell sort: no allocation (the scanner must not touch the heap, see meta.c). */
+static void sort_addrs(uintptr_t *a, size_t n)
+{
+	static const size_t gaps[] = { 701, 301, 132, 57, 23, 10, 4, 1 };
+	for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++)
+		for (size_t i = gaps[g]; i < n; i++) {
+			uintptr_t v = a[i];
+			size_t j = i;
+			for (; j >= gaps[g] && a[j - gaps[g]] > v; j -= gaps[g])
+				a[j] = a[j - gaps[g]];
+			a[j] = v;
+		}
+}
+
+static struct sp_run *run_of(struct sp_run *runs, size_t nruns, uintptr_t addr)
+{
+	for (size_t i = 0; i < nruns; i++)
+		if (addr >= runs[i].start && addr < runs[i].start + runs[i].pages * SP_PAGE)
+			return &runs[i];
+	return NULL;
+}
+
+void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
+{
+	if (n == 0)
+		return;
+	if (n > SP_MAX_JOBS)
+		n = SP_MAX_JOBS;
+	uintptr_t *addrs = e->addrs;
+	struct sp_run *runs = e->runs;
+	size_t na = 0, nruns = 0;
+	for (size_t i = 0; i < n; i++) {
+		addrs[na++] = page_addr(e, jobs[i].rid, jobs[i].page);
+		if (jobs[i].kind == SP_JOB_PAIR)
+			addrs[na++] = page_addr(e, jobs[i].prid, jobs[i].ppage);
+	}
+	sort_addrs(addrs, na);
+	for (size_t i = 0; i < na; i++) {
+		if (nruns && addrs[i] < runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE)
+			continue;  /* duplicate */
+		if (nruns && addrs[i] == runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE)
+			runs[nruns - 1].pages++;
+		else
+			runs[nruns++] = (struct sp_run){ addrs[i], 1, false };
+	}
+	for (size_t i = 0; i < nruns; i++)
+		runs[i].frozen = freeze_run(e, runs[i].start, runs[i].pages * SP_PAGE) == 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct sp_job *j = &jobs[i];
+		struct sp_run *rb = run_of(runs, nruns, page_addr(e, j->rid, j->page));
+		struct sp_run *ra = j->kind == SP_JOB_PAIR ? run_of(runs, nruns, page_addr(e, j->prid, j->ppage)) : rb;
+		if (!rb || !rb->frozen || !ra || !ra->frozen) {
+			mark_changed(e, j->rid, j->page);
+			continue;
+		}
+		do_job(e, j);
+	}
+
+	apply_maps(e);
+
+	/* Thaw, and notice writes that slipped in between replace and re-arm. */
+	uint8_t *cats = e->cats;
+	for (size_t i = 0; i < nruns; i++) {
+		if (!runs[i].frozen)
+			continue;
+		memset(cats, PAGE_IS_PRESENT | PAGE_IS_FILE, runs[i].pages);
+		thaw_run(e, runs[i].start, runs[i].pages * SP_PAGE, true, e->tracking ? cats : NULL);
+		if (!e->tracking)
+			continue;
+		for (size_t p = 0; p < runs[i].pages; p++) {
+			uint32_t rid;
+			uintptr_t a = runs[i].start + p * SP_PAGE;
+			struct sp_range *r = _sp_range_at(e, a, &rid);
+			if (!r)
+				continue;
+			struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
+			if (pg->state == SP_PG_MERGED && (cats[p] & PAGE_IS_PRESENT) && !(cats[p] & PAGE_IS_FILE)) {
+				_sp_share_drop(e, pg->ref);
+				_sp_page_set_state(e, pg, SP_PG_COWED);
+				e->cow_ksm++;
+			}
+		}
+	}
+}
+
+/* ------------------------------------------------------------ unmerging */
+
+/* Replace pages [first, first+k) of range rid (merged or copied-on-write,
+ * i.e. private file mappings of the store) by private anonymous memory
+ * holding the same bytes. */
+static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bool keep)
+{
+	struct sp_range *r = e->ranges[rid];
+	uintptr_t start = r->start + first * SP_PAGE;
+	size_t len = k * SP_PAGE;
+	/* The copy is built in the arena (meta.c): never in a hole of the application's. */
+	void *scratch = _sp_meta_alloc(len);
+	if (!scratch)
+		return -EAGAIN;
+	/* Get the memory now, so that lacking it fails here and not as an OOM. */
+	int rc = _sp_prim_madvise(scratch, len, MADV_POPULATE_WRITE);
+	if (rc == -EINVAL)
+		rc = 0;  /* before 5.14: the copy below faults the pages in */
+	if (rc) {
+		_sp_meta_free(scratch, len);
+		return rc == -EFAULT || rc == -ENOMEM ? -ENOMEM : rc;
+	}
+	rc = freeze_run(e, start, len);
+	if (rc) {
+		_sp_meta_free(scratch, len);
+		return rc;
+	}
+	memcpy(scratch, (void *)start, len);
+	if (r->prot != (PROT_READ | PROT_WRITE) && mprotect(scratch, len, r->prot) != 0)
+		rc = -errno;
+	if (!rc)
+		rc = _sp_meta_move_to(scratch, len, (void *)start);
+	if (rc) {
+		thaw_run(e, start, len, true, NULL);
+		_sp_meta_free(scratch, len);
+		return rc;
+	}
+	/* The address now holds anonymous pages: release the store pages. */
+	for (size_t i = first; i < first + k; i++) {
+		struct sp_page *pg = &r->pg[i];
+		if (pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED)
+			_sp_page_forget(e, rid, i);
+		_sp_page_set_state(e, pg, SP_PG_WRITTEN);
+	}
+	thaw_run(e, start, len, keep, NULL);
+	return 0;
+}
+
+int _sp_unmerge_run(sp_engine *e, uint32_t rid, size_t first, size_t npages, bool keep_registered)
+{
+	struct sp_range *r = e->ranges[rid];
+	size_t i = first, end = first + npages;
+	while (i < end) {
+		uint8_t st = r->pg[i].state;
+		if (st != SP_PG_MERGED && st != SP_PG_COWED) {
+			i++;
+			continue;
+		}
+		size_t k = 1;
+		while (i + k < end && k < 512 &&
+		       (r->pg[i + k].state == SP_PG_MERGED || r->pg[i + k].state == SP_PG_COWED))
+			k++;
+		int rc = unmerge_subrun(e, rid, i, k, keep_registered);
+		if (rc)
+			return rc;
+		r = e->ranges[rid];
+		i += k;
+	}
+	return 0;
+}
+
+int _sp_unmerge_all(sp_engine *e, bool keep_registered)
+{
+	int first_err = 0;
+	for (uint32_t rid = 0; rid < e->nranges; rid++) {
+		if (!e->ranges[rid])
+			continue;
+		int rc = _sp_unmerge_run(e, rid, 0, e->ranges[rid]->npages, keep_registered);
+		if (rc && !first_err)
+			first_err = rc;
+	}
+	return first_err;
+}

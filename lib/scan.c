@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The scanner: like ksmd, a cursor walks all registered memory, at most
+ * pages_to_scan present pages per batch, and a full scan ends when it wraps.
+ *
+ * Change detection, where the kernel has it, is write tracking: one
+ * PAGEMAP_SCAN per span says which pages were written since the last visit
+ * (and re-arms them). A page is hashed only after a visit that found it
+ * unwritten, and stays in the index until it is written again: memory that
+ * does not change costs no hashing at all. Elsewhere the kernel's rule
+ * applies: hash every visit, trust a page whose hash did not change.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#define SPAN_PAGES 512
+
+/* smart_scan, as mm/ksm.c: skip a page that keeps failing to merge, up to
+ * 8 visits, more the older it gets. */
+static bool should_skip(struct sp_page *pg)
+{
+	if (pg->age < 255)
+		pg->age++;
+	if (pg->age < 3)
+		return false;
+	if (pg->skips == 0) {
+		pg->skips = pg->age <= 3 ? 1 : pg->age <= 5 ? 2 : pg->age <= 8 ? 4 : 8;
+		return false;
+	}
+	pg->skips--;
+	return true;
+}
+
+/* Pages whose writes we see through the freeze uffd: not the scanning
+ * thread's own stack and TLS, which must never be frozen under it. */
+static bool own_page(uintptr_t a)
+{
+	char here;
+	uintptr_t sp = (uintptr_t)&here, tls = (uintptr_t)&errno;
+	return (a + SP_PAGE > sp - (1u << 20) && a < sp + (64u << 10)) ||
+	       a == (tls & ~(uintptr_t)(SP_PAGE - 1));
+}
+
+static void set_written(sp_engine *e, uint32_t rid, size_t i, bool present)
+{
+	struct sp_page *pg = &e->ranges[rid]->pg[i];
+	switch (pg->state) {
+	case SP_PG_MERGED:
+	case SP_PG_COWED:
+		return;  /* handled by the caller */
+	case SP_PG_UNSHARED:
+		_sp_index_del(&e->unstable, pg->hash, SP_LOC(rid, i));
+		break;
+	default:
+		break;
+	}
+	_sp_page_set_state(e, pg, present ? SP_PG_WRITTEN : SP_PG_HOLE);
+}
+
+static void cow_seen(sp_engine *e, struct sp_page *pg)
+{
+	_sp_share_drop(e, pg->ref);
+	_sp_page_set_state(e, pg, SP_PG_COWED);
+	pg->age = 0;
+	e->cow_ksm++;
+}
+
+/* Queue the right job for a quiet page, or index it. Returns false when the
+ * job list is full (the caller runs it and retries). */
+static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
+{
+	struct sp_range *r = e->ranges[rid];
+	struct sp_page *pg = &r->pg[i];
+	uintptr_t addr = r->start + i * SP_PAGE;
+	if (own_page(addr))
+		return;
+	if (e->knob[SP_SMART_SCAN] && should_skip(pg)) {
+		e->pages_skipped++;
+		return;
+	}
+	uint64_t h = pg->hash;
+	if (e->tracking || pg->state == SP_PG_NEW || !pg->quiet)
+		h = _sp_hash_page((const void *)addr);
+	pg->hash = h;
+	struct sp_job *j = &e->jobs[*njobs];
+	memset(j, 0, sizeof(*j));
+	j->rid = rid;
+	j->page = i;
+
+	if (e->knob[SP_USE_ZERO_PAGES] && h == e->zero_hash && pg->state != SP_PG_COWED) {
+		j->kind = SP_JOB_ZERO;
+		(*njobs)++;
+		return;
+	}
+	uint64_t v;
+	uint32_t sid = _sp_stable_find(e, h);
+	if (sid != SP_NONE) {
+		j->kind = SP_JOB_STABLE;
+		j->store = sid;
+		(*njobs)++;
+		return;
+	}
+	if (_sp_index_get(&e->unstable, h, &v) && v != SP_LOC(rid, i)) {
+		uint32_t prid = SP_LOC_RANGE(v);
+		size_t pp = SP_LOC_PAGE(v);
+		if (prid < e->nranges && e->ranges[prid] && pp < e->ranges[prid]->npages &&
+		    e->ranges[prid]->pg[pp].state == SP_PG_UNSHARED && !own_page(e->ranges[prid]->start + pp * SP_PAGE)) {
+			j->kind = SP_JOB_PAIR;
+			j->prid = prid;
+			j->ppage = pp;
+			(*njobs)++;
+			return;
+		}
+		_sp_index_del(&e->unstable, h, v);  /* stale */
+	}
+	if (pg->state == SP_PG_COWED) {
+		/* Unique again: give it back its plain private page so the store
+		 * page can go and MADV_DONTNEED means zeros again. */
+		_sp_unmerge_run(e, rid, i, 1, true);
+		return;
+	}
+	if (_sp_index_put(&e->unstable, h, SP_LOC(rid, i)) == 0) {
+		_sp_page_set_state(e, pg, SP_PG_UNSHARED);
+		if (pg->age < 255)
+			pg->age++;
+	}
+}
+
+static void flush_jobs(sp_engine *e, size_t *njobs)
+{
+	if (*njobs == 0)
+		return;
+	size_t n = *njobs;
+	*njobs = 0;
+	if (!_sp_vma_headroom(e, n)) {
+		e->skipped_map_count += n;
+		for (size_t k = 0; k < n; k++) {
+			struct sp_page *pg = &e->ranges[e->jobs[k].rid]->pg[e->jobs[k].page];
+			if (pg->state != SP_PG_COWED && pg->state != SP_PG_UNSHARED)
+				_sp_page_set_state(e, pg, SP_PG_WRITTEN);
+		}
+		return;
+	}
+	/* No signal handler may run on this thread while pages are frozen. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	_sp_merge_jobs(e, e->jobs, n);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* The application changed this memory behind our back (raw munmap, mremap
+ * or mmap over it): stop managing the span. Store pages it named are kept,
+ * since the mapping may live on elsewhere (never punch what may be mapped). */
+static void abandon(sp_engine *e, uint32_t rid, size_t first, size_t n)
+{
+	struct sp_range *r = e->ranges[rid];
+	for (size_t i = first; i < first + n; i++) {
+		struct sp_page *pg = &r->pg[i];
+		if (pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED) {
+			if (pg->state == SP_PG_MERGED)
+				_sp_share_drop(e, pg->ref);
+			_sp_page_set_state(e, pg, SP_PG_NEW);  /* the reference stays: a leak, not a hazard */
+		}
+	}
+	_sp_range_cut(e, r->start + first * SP_PAGE, r->start + (first + n) * SP_PAGE);
+}
+
+/* Tracking mode: categories of each page of the span, re-arming writes. */
+static int span_categories(sp_engine *e, uintptr_t start, size_t n, uint8_t *cats)
+{
+	memset(cats, 0, n);
+	uintptr_t end = start + n * SP_PAGE, at = start;
+	while (at < end) {
+		uintptr_t walk_end = end;
+		long k = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0, 0, 0,
+					  PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO,
+					  e->vec, e->veclen, &walk_end);
+		if (k < 0)
+			return (int)k;
+		for (long x = 0; x < k; x++)
+			for (uintptr_t a = e->vec[x].start; a < e->vec[x].end; a += SP_PAGE)
+				cats[(a - start) / SP_PAGE] = (uint8_t)e->vec[x].categories;
+		if (walk_end <= at)
+			break;
+		at = walk_end;
+	}
+	return 0;
+}
+
+/* Checksum mode: /proc/self/pagemap bits 63 (present) and 61 (file page). */
+static int span_pagemap(sp_engine *e, uintptr_t start, size_t n, uint8_t *cats)
+{
+	uint64_t ent[SPAN_PAGES];
+	if (e->uffd.pagemap < 0) {
+		int fd = _sp_prim_open("/proc/self/pagemap", O_RDONLY, 0);
+		if (fd < 0)
+			return fd;
+		e->uffd.pagemap = fd;
+	}
+	ssize_t got = _sp_prim_pread(e->uffd.pagemap, ent, n * 8, (off_t)(start / SP_PAGE * 8));
+	if (got < 0)
+		return (int)got;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = (size_t)got >= (i + 1) * 8 ? ent[i] : 0;
+		cats[i] = (uint8_t)(((v >> 63) & 1 ? PAGE_IS_PRESENT : 0) | ((v >> 61) & 1 ? PAGE_IS_FILE : 0));
+	}
+	return 0;
+}
+
+/* Visit n pages of range rid from page first. Returns present pages seen. */
+static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, size_t *njobs)
+{
+	struct sp_range *r = e->ranges[rid];
+	uintptr_t start = r->start + first * SP_PAGE;
+	uint8_t *cats = e->cats;
+	int rc = e->tracking ? span_categories(e, start, n, cats) : span_pagemap(e, start, n, cats);
+	if (rc) {
+		abandon(e, rid, first, n);
+		return 0;
+	}
+	size_t present = 0;
+	for (size_t i = first; i < first + n; i++) {
+		if (*njobs >= SP_MAX_JOBS)
+			flush_jobs(e, njobs);
+		r = e->ranges[rid];
+		if (!r || i >= r->npages)
+			break;
+		struct sp_page *pg = &r->pg[i];
+		uint8_t c = cats[i - first];
+		bool is_present = c & PAGE_IS_PRESENT, is_file = c & PAGE_IS_FILE;
+		present += is_present;
+
+		if (pg->state == SP_PG_MERGED) {
+			if (is_present && !is_file)
+				cow_seen(e, pg);  /* a write copied it */
+			continue;
+		}
+		if (e->tracking) {
+			if (c & PAGE_IS_WRITTEN) {
+				pg->quiet = 0;
+				if (pg->state != SP_PG_COWED)
+					set_written(e, rid, i, is_present);
+				continue;
+			}
+			if (!is_present || (c & PAGE_IS_PFNZERO)) {
+				if (pg->state == SP_PG_NEW || pg->state == SP_PG_WRITTEN)
+					_sp_page_set_state(e, pg, SP_PG_HOLE);
+				continue;
+			}
+			if (pg->state == SP_PG_UNSHARED || pg->state == SP_PG_ZERO)
+				continue;  /* unchanged: nothing to do, the point of tracking */
+			if (pg->state == SP_PG_HOLE) {
+				_sp_page_set_state(e, pg, SP_PG_WRITTEN);  /* became present: wait a pass */
+				continue;
+			}
+			consider(e, rid, i, njobs);
+			continue;
+		}
+		/* The kernel's two-pass rule. */
+		if (!is_present) {
+			if (pg->state != SP_PG_ZERO && pg->state != SP_PG_COWED)
+				set_written(e, rid, i, false);
+			continue;
+		}
+		uint64_t h = _sp_hash_page((const void *)start + (i - first) * SP_PAGE);
+		bool same = pg->quiet && h == pg->hash;
+		if (pg->state == SP_PG_UNSHARED && same)
+			continue;
+		if (!same) {
+			if (pg->state != SP_PG_COWED)
+				set_written(e, rid, i, true);
+			pg->hash = h;
+			pg->quiet = 1;
+			continue;
+		}
+		consider(e, rid, i, njobs);
+	}
+	return present;
+}
+
+/* ---------------------------------------------------------- the advisor */
+
+static double thread_cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void _sp_advisor_start(sp_engine *e)
+{
+	e->adv_scan_start_ns = _sp_now_ns();
+	e->adv_cpu_start = thread_cpu();
+}
+
+/* mm/ksm.c's scan-time advisor, the same formula on our own CPU time. */
+void _sp_advisor_stop(sp_engine *e)
+{
+	if (e->knob[SP_ADVISOR_MODE] != 1 || e->adv_scan_start_ns == 0)
+		return;
+	int64_t scan_time = (_sp_now_ns() - e->adv_scan_start_ns) / 1000000000;
+	if (scan_time < 1)
+		scan_time = 1;
+	int64_t cpu_ms = (int64_t)((thread_cpu() - e->adv_cpu_start) * 1000);
+	int64_t cpu_percent = cpu_ms * 100 / (scan_time * 1000);
+	if (cpu_percent < 1)
+		cpu_percent = 1;
+	int64_t last = e->adv_last_scan_time ? e->adv_last_scan_time : scan_time;
+	int64_t factor = e->knob[SP_ADVISOR_TARGET_SCAN_TIME] * 100 / scan_time;
+	if (factor < 1)
+		factor = 1;
+	int64_t change = scan_time * 100 / last;
+	if (change < 1)
+		change = 1;
+	change = ((100 - 30) * (int64_t)e->adv_change + 30 * change) / 100;
+	int64_t pages = e->knob[SP_PAGES_TO_SCAN] * 100 / factor;
+	pages = pages * change / 100;
+	int64_t per_page = e->knob[SP_PAGES_TO_SCAN] / cpu_percent;
+	if (per_page < 1)
+		per_page = 1;
+	if (pages > per_page * e->knob[SP_ADVISOR_MAX_CPU])
+		pages = per_page * e->knob[SP_ADVISOR_MAX_CPU];
+	if (pages < per_page * 10)
+		pages = per_page * 10;
+	if (pages > e->knob[SP_ADVISOR_MAX_PAGES_TO_SCAN])
+		pages = e->knob[SP_ADVISOR_MAX_PAGES_TO_SCAN];
+	e->adv_change = (uint64_t)change;
+	e->adv_last_scan_time = scan_time;
+	e->knob[SP_PAGES_TO_SCAN] = pages;
+}
+
+/* ---------------------------------------------------------- one batch */
+
+static bool next_range(sp_engine *e)
+{
+	for (uint32_t id = e->cur_range + 1; id < e->nranges; id++)
+		if (e->ranges[id]) {
+			e->cur_range = id;
+			e->cur_page = 0;
+			return true;
+		}
+	return false;
+}
+
+static void end_of_pass(sp_engine *e);
+
+int _sp_scan_batch(sp_engine *e, size_t budget)
+{
+	size_t visited = 0, walked = 0, njobs = 0, wraps = 0;
+	size_t walk_limit = budget * 64 + SPAN_PAGES;
+	while (visited < budget && walked < walk_limit) {
+		struct sp_range *r = e->cur_range < e->nranges ? e->ranges[e->cur_range] : NULL;
+		if (!r || e->cur_page >= r->npages) {
+			if (next_range(e))
+				continue;
+			/* Wrapped: a full scan is complete. */
+			flush_jobs(e, &njobs);
+			if (e->adv_scan_start_ns)
+				end_of_pass(e);
+			_sp_advisor_start(e);
+			e->cur_range = 0;
+			e->cur_page = 0;
+			if (++wraps > 1 || !e->nranges)
+				break;
+			if (!e->ranges[0] && !next_range(e))
+				break;
+			continue;
+		}
+		size_t n = r->npages - e->cur_page;
+		if (n > SPAN_PAGES)
+			n = SPAN_PAGES;
+		size_t first = e->cur_page;
+		e->cur_page += n;
+		visited += visit_span(e, e->cur_range, first, n, &njobs);
+		walked += n;
+	}
+	flush_jobs(e, &njobs);
+	e->pages_scanned += visited;
+	return (int)visited;
+}
+
+static void end_of_pass(sp_engine *e)
+{
+	e->full_scans++;
+	_sp_advisor_stop(e);
+	int n = _sp_maps_count();
+	if (n > 0)
+		e->vmas = n;
+	pthread_cond_broadcast(&e->cond);
+}

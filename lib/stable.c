@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The stable index: content hash -> the store pages holding that content.
+ * When a store page reaches max_page_sharing sharers, the next pair of
+ * equal pages starts a duplicate; the duplicates of one content form a
+ * chain (the kernel's stable_node_chains / stable_node_dups). Chains are
+ * doubly linked so that a store page that dies leaves its chain, and the
+ * index never names a dead page.
+ */
+#include "engine.h"
+
+#define CHAIN_WALK_MAX 4096  /* a bound, never expected to be reached */
+
+uint32_t _sp_stable_find(sp_engine *e, uint64_t hash)
+{
+	uint64_t v;
+	if (!_sp_index_get(&e->stable, hash, &v))
+		return SP_NONE;
+	uint32_t id = (uint32_t)v;
+	for (int n = 0; id != SP_NONE && n < CHAIN_WALK_MAX; n++) {
+		struct sp_spage *s = &e->store.pg[id];
+		if (s->live && s->hash == hash && s->sharers < (uint64_t)e->knob[SP_MAX_PAGE_SHARING])
+			return id;
+		id = s->next_dup;
+	}
+	return SP_NONE;
+}
+
+static size_t chain_len(sp_engine *e, uint32_t head)
+{
+	size_t n = 0;
+	for (uint32_t id = head; id != SP_NONE && n < CHAIN_WALK_MAX; id = e->store.pg[id].next_dup)
+		n++;
+	return n;
+}
+
+void _sp_stable_insert(sp_engine *e, uint64_t hash, uint32_t id)
+{
+	struct sp_spage *s = &e->store.pg[id];
+	s->next_dup = s->prev_dup = SP_NONE;
+	uint64_t v;
+	if (!_sp_index_get(&e->stable, hash, &v)) {
+		_sp_index_put(&e->stable, hash, id);
+		return;
+	}
+	/* A second store page for a content: it joins the chain after the head. */
+	uint32_t head = (uint32_t)v;
+	struct sp_spage *h = &e->store.pg[head];
+	if (h->next_dup == SP_NONE) {
+		e->chains++;
+		e->dups += 2;
+	} else {
+		e->dups++;
+		e->store.pg[h->next_dup].prev_dup = id;
+	}
+	s->next_dup = h->next_dup;
+	s->prev_dup = head;
+	h->next_dup = id;
+}
+
+/* Take a dead store page out of the index and its chain. */
+static void unlink_dead(sp_engine *e, uint32_t id)
+{
+	struct sp_spage *s = &e->store.pg[id];
+	uint32_t prev = s->prev_dup, next = s->next_dup;
+	bool chained = prev != SP_NONE || next != SP_NONE;
+	if (chained) {
+		uint32_t head = id;
+		while (e->store.pg[head].prev_dup != SP_NONE)
+			head = e->store.pg[head].prev_dup;
+		if (chain_len(e, head) == 2) {
+			e->chains--;
+			e->dups -= 2;
+		} else {
+			e->dups--;
+		}
+	}
+	if (prev != SP_NONE) {
+		e->store.pg[prev].next_dup = next;
+	} else {
+		/* it was the head: the next dup heads the chain, or the content is gone */
+		_sp_index_del(&e->stable, s->hash, id);
+		if (next != SP_NONE)
+			_sp_index_put(&e->stable, e->store.pg[next].hash, next);
+	}
+	if (next != SP_NONE)
+		e->store.pg[next].prev_dup = prev;
+	s->next_dup = s->prev_dup = SP_NONE;
+}
+
+void _sp_spage_put(sp_engine *e, uint32_t id)
+{
+	struct sp_spage *s = &e->store.pg[id];
+	bool was_live = s->live;
+	_sp_store_put(&e->store, id);
+	if (was_live && !s->live)
+		unlink_dead(e, id);
+}

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The store: merged contents live in memfd segments. A store page is
+ * immutable once published: processes map it MAP_PRIVATE and read it
+ * directly; their first write copies it (copy on write). A page lives
+ * while any of our mappings names it, copied-on-write or not: zapping the
+ * private copy (MADV_DONTNEED) would show the store page again.
+ *
+ * Hazard (DESIGN-NOTES): punching a hole in a store page zeroes it under
+ * every process that still maps it. A page is therefore punched only when
+ * none of our pages maps it AND no fork() happened since it was first
+ * mapped (a child may map it otherwise). Segments are sealed against
+ * shrinking so nobody can truncate memory out from under a mapping.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int _sp_store_init(struct sp_store *s)
+{
+	memset(s, 0, sizeof(*s));
+	snprintf(s->name, sizeof(s->name), "samepage-store");
+	return 0;
+}
+
+void _sp_store_fini(struct sp_store *s)
+{
+	for (uint32_t i = 0; i < s->nseg; i++) {
+		if (s->seg[i].view)
+			_sp_meta_free(s->seg[i].view, (size_t)SP_SEG_PAGES * SP_PAGE);
+		if (s->seg[i].fd >= 0)
+			_sp_prim_close(s->seg[i].fd);
+	}
+	_sp_meta_free(s->seg, s->capseg * sizeof(*s->seg));
+	_sp_meta_free(s->pg, (size_t)s->npg_cap * sizeof(*s->pg));
+	_sp_meta_free(s->free, s->capfree * sizeof(*s->free));
+	memset(s, 0, sizeof(*s));
+}
+
+static int new_segment(struct sp_store *s)
+{
+	if (s->nseg == s->capseg) {
+		uint32_t cap = s->capseg ? s->capseg * 2 : 8;
+		struct sp_spage *p = _sp_meta_realloc(s->pg, (size_t)s->npg_cap * sizeof(*p),
+						      (size_t)cap * SP_SEG_PAGES * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		s->pg = p;
+		s->npg_cap = cap * SP_SEG_PAGES;
+		struct sp_segment *g = _sp_meta_realloc(s->seg, s->capseg * sizeof(*g), cap * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		s->seg = g;
+		s->capseg = cap;
+	}
+	int fd = _sp_prim_memfd_create(s->name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+	if (fd == -EINVAL)  /* kernels before 6.3 lack MFD_NOEXEC_SEAL */
+		fd = _sp_prim_memfd_create(s->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return fd;
+	size_t bytes = (size_t)SP_SEG_PAGES * SP_PAGE;
+	int r = _sp_prim_ftruncate(fd, (off_t)bytes);
+	if (!r)
+		r = _sp_prim_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	void *view = NULL;
+	if (!r) {
+		view = _sp_meta_map_file(fd, bytes);
+		if (!view)
+			r = -ENOMEM;
+	}
+	if (r) {
+		_sp_prim_close(fd);
+		return r;
+	}
+	struct sp_segment *g = &s->seg[s->nseg];
+	g->fd = fd;
+	g->view = view;
+	g->used = 0;
+	g->live = 0;
+	memset(&s->pg[(size_t)s->nseg * SP_SEG_PAGES], 0, SP_SEG_PAGES * sizeof(struct sp_spage));
+	s->nseg++;
+	return 0;
+}
+
+int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_t node)
+{
+	uint32_t id;
+	if (s->nfree) {
+		id = s->free[--s->nfree];
+	} else {
+		if (s->nseg == 0 || s->seg[s->nseg - 1].used == SP_SEG_PAGES) {
+			int r = new_segment(s);
+			if (r)
+				return r;
+		}
+		struct sp_segment *g = &s->seg[s->nseg - 1];
+		id = (s->nseg - 1) * SP_SEG_PAGES + g->used++;
+	}
+	struct sp_segment *g = &s->seg[id / SP_SEG_PAGES];
+	memcpy(g->view + (size_t)(id % SP_SEG_PAGES) * SP_PAGE, src, SP_PAGE);
+	struct sp_spage *p = &s->pg[id];
+	memset(p, 0, sizeof(*p));
+	p->hash = hash;
+	p->next_dup = p->prev_dup = SP_NONE;
+	p->fork_gen = s->fork_gen;
+	p->node = node;
+	p->live = 1;
+	g->live++;
+	return id;
+}
+
+const void *_sp_store_data(const struct sp_store *s, uint32_t id)
+{
+	return s->seg[id / SP_SEG_PAGES].view + (size_t)(id % SP_SEG_PAGES) * SP_PAGE;
+}
+
+void _sp_store_where(const struct sp_store *s, uint32_t id, int *fd, off_t *off)
+{
+	*fd = s->seg[id / SP_SEG_PAGES].fd;
+	*off = (off_t)(id % SP_SEG_PAGES) * (off_t)SP_PAGE;
+}
+
+void _sp_store_put(struct sp_store *s, uint32_t id)
+{
+	struct sp_spage *p = &s->pg[id];
+	if (p->refs > 0)
+		p->refs--;
+	if (p->refs > 0 || !p->live)
+		return;
+	p->live = 0;
+	struct sp_segment *g = &s->seg[id / SP_SEG_PAGES];
+	g->live--;
+	/* Only if no other process can have inherited a mapping of it. */
+	if (p->fork_gen != s->fork_gen || s->no_punch)
+		return;
+	off_t off = (off_t)(id % SP_SEG_PAGES) * (off_t)SP_PAGE;
+	if (_sp_prim_fallocate(g->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, SP_PAGE) != 0)
+		return;
+	if (s->nfree == s->capfree) {
+		uint32_t cap = s->capfree ? s->capfree * 2 : 1024;
+		uint32_t *f = _sp_meta_realloc(s->free, s->capfree * sizeof(*f), cap * sizeof(*f));
+		if (!f)
+			return;  /* the page stays punched and unused: only a leak of an id */
+		s->free = f;
+		s->capfree = cap;
+	}
+	s->free[s->nfree++] = id;
+}
+
+int64_t _sp_store_overhead(const struct sp_store *s)
+{
+	/* Bookkeeping actually touched (meta memory is reserved, not committed). */
+	int64_t bytes = (int64_t)s->nfree * 4 + (int64_t)s->nseg * (int64_t)sizeof(struct sp_segment);
+	for (uint32_t i = 0; i < s->nseg; i++) {
+		bytes += (int64_t)s->seg[i].used * (int64_t)sizeof(struct sp_spage);
+		/* Dead pages that could not be punched still hold memory. */
+		uint32_t dead = s->seg[i].used - s->seg[i].live;
+		bytes += (int64_t)dead * (int64_t)SP_PAGE;
+	}
+	bytes -= (int64_t)s->nfree * (int64_t)SP_PAGE;  /* punched ones cost nothing */
+	return bytes;
+}
