@@ -52,7 +52,7 @@ PROGS = $(CLI)
 # `make V=1` shows the full commands.
 Q = $(if $(V),,@)
 
-.PHONY: all check install uninstall clean asan ubsan tsan
+.PHONY: all check install uninstall clean asan ubsan tsan soak
 .SECONDARY:
 all: $(LIB_SO) $(LIB_A) $(PROGS) $(TESTS)
 
@@ -139,6 +139,12 @@ uninstall:
 	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
 	for m in $(notdir $(MAN8)); do rm -f $(DESTDIR)$(MANDIR)/man8/$$m; done
 	for u in $(notdir $(UNITS)); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+
+# The race and semantics tests for longer: SOAK_SECONDS per race scenario.
+SOAK_SECONDS ?= 60
+soak: all
+	SAMEPAGE_RACE_SECONDS=$(SOAK_SECONDS) TEST_TIMEOUT=$$(( $(SOAK_SECONDS) * 12 + 300 )) \
+		BUILD=$(BUILD) tests/run-tests.sh engine_race_test engine_semantics_test engine_fault_test
 
 clean:
 	rm -rf build build-asan build-ubsan build-tsan

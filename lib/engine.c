@@ -6,6 +6,7 @@
  */
 #include "engine.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -73,6 +74,33 @@ static void set_defaults(sp_engine *e)
 	}
 }
 
+/* Forget the unstable index: its keys are made under the node rule. */
+static int reset_unstable(sp_engine *e)
+{
+	_sp_index_fini(&e->unstable);
+	int r = _sp_index_init(&e->unstable, 1024);
+	for (uint32_t id = 0; id < e->nranges; id++) {
+		struct sp_range *rg = e->ranges[id];
+		for (size_t i = 0; rg && i < rg->npages; i++)
+			if (rg->pg[i].state == SP_PG_UNSHARED)
+				_sp_page_set_state(e, &rg->pg[i], SP_PG_NEW);
+	}
+	return r;
+}
+
+static int count_numa_nodes(void)
+{
+	DIR *d = opendir("/sys/devices/system/node");
+	int n = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		if (strncmp(de->d_name, "node", 4) == 0 && de->d_name[4] >= '0' && de->d_name[4] <= '9')
+			n++;
+	if (d)
+		closedir(d);
+	return n > 0 ? n : 1;
+}
+
 static int engine_read(void *ctx, int p, int64_t *v)
 {
 	sp_engine *e = ctx;
@@ -95,16 +123,12 @@ static int engine_write(void *ctx, int p, int64_t v)
 	if (p == SP_RUN && v == 2 && !e->inert) {
 		/* run=2: every merged page back to private memory; ranges stay registered. */
 		r = _sp_unmerge_all(e, true);
-		if (!r) {
-			_sp_index_fini(&e->unstable);
-			r = _sp_index_init(&e->unstable, 1024);
-			for (uint32_t id = 0; id < e->nranges; id++) {
-				struct sp_range *rg = e->ranges[id];
-				for (size_t i = 0; rg && i < rg->npages; i++)
-					if (rg->pg[i].state == SP_PG_UNSHARED || rg->pg[i].state == SP_PG_ZERO)
-						_sp_page_set_state(e, &rg->pg[i], SP_PG_NEW);
-			}
-		}
+		if (!r)
+			r = reset_unstable(e);
+	}
+	if (p == SP_MERGE_ACROSS_NODES && v != e->knob[p]) {
+		e->knob[p] = v;  /* the keys change with it */
+		r = reset_unstable(e);
 	}
 	if (p == SP_ADVISOR_MODE && v != e->knob[p]) {
 		/* As the kernel: switching resets pages_to_scan and the advisor. */
@@ -389,7 +413,13 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 		return r;
 	}
 	e->tracking = e->uffd.write_tracking;
+	const char *fake = getenv("SAMEPAGE_FAKE_NUMA_NODES");
+	e->fake_numa = fake ? atoi(fake) : 0;
+	if (e->fake_numa < 0 || e->fake_numa > SP_MAX_NODES)
+		e->fake_numa = 0;
+	e->numa_nodes = e->fake_numa > 1 ? e->fake_numa : count_numa_nodes();
 	_sp_store_init(&e->store);
+	e->store.real_numa = !e->fake_numa && e->numa_nodes > 1;
 	static const uint8_t zero[SP_PAGE];
 	e->zero_hash = _sp_hash_page(zero);
 	e->veclen = 512;

@@ -75,6 +75,7 @@ long _sp_pagemap_scan(struct sp_uffd *u, uintptr_t start, uintptr_t end, uint64_
 /* ------------------------------------------------------------ store.c */
 
 #define SP_SEG_PAGES 8192u          /* 32 MiB segments: few fds, sparse until used */
+#define SP_MAX_NODES 64
 #define SP_NONE UINT32_MAX
 
 struct sp_spage {                   /* one merged content */
@@ -91,6 +92,7 @@ struct sp_spage {                   /* one merged content */
 
 struct sp_segment {
 	int fd;
+	int node;                   /* NUMA node its pages are placed on */
 	uint8_t *view;              /* MAP_SHARED: where contents are written and compared */
 	uint32_t used;              /* bump allocator */
 	uint32_t live;              /* pages with mappers */
@@ -104,6 +106,8 @@ struct sp_store {
 	uint32_t *free;             /* ids of punched pages that may be reused */
 	uint32_t nfree, capfree;
 	uint32_t fork_gen;          /* bumped by every fork() of this process */
+	int32_t cur[SP_MAX_NODES];  /* segment being filled, per NUMA node; -1 none */
+	bool real_numa;             /* bind segments to their node (mbind) */
 	bool no_punch;              /* a fork child's copy, or shutting down: never punch */
 	char name[32];              /* memfd name, recognisable in /proc/self/maps */
 };
@@ -153,12 +157,13 @@ enum sp_pg_state {
 };
 
 struct sp_page {
-	uint64_t hash;
-	uint32_t ref;       /* store page id when MERGED */
+	uint64_t hash;      /* XXH3 of the content when last hashed */
+	uint32_t ref;       /* store page id when MERGED or COWED */
 	uint8_t state;
 	uint8_t age;        /* smart_scan: scans without a merge */
-	uint8_t skips;      /* smart_scan: visits left to skip */
-	uint8_t quiet;      /* checksum mode: hash unchanged since last visit */
+	uint8_t skips : 4;  /* smart_scan: visits left to skip (at most 8) */
+	uint8_t quiet : 1;  /* checksum mode: hash unchanged since last visit */
+	uint8_t node;       /* NUMA node, part of the key when merge_across_nodes=0 */
 };
 
 struct sp_range {
@@ -169,6 +174,10 @@ struct sp_range {
 	int prot;            /* PROT_* of the memory, for mapping store pages */
 	bool any;            /* registered by "merge any" */
 };
+
+/* The index key of a page: its hash, and its node when merge_across_nodes=0
+ * (pages of different nodes then never meet, like the kernel's per-node trees). */
+static inline uint64_t _sp_key(const struct sp_engine *e, const struct sp_page *pg);
 
 /* A page locator packed in 64 bits for the unstable index. */
 #define SP_LOC(range, page) (((uint64_t)(range) << 40) | (uint64_t)(page))
@@ -199,6 +208,7 @@ struct sp_engine {
 	uint32_t nranges, capranges;
 	uint32_t cur_range;          /* scan cursor */
 	size_t cur_page;
+	size_t pass_pages;           /* pages walked in the current full scan */
 
 	int64_t knob[SP_PARAM_COUNT];
 
@@ -209,6 +219,9 @@ struct sp_engine {
 	uint64_t chains, dups;
 
 	int vmas, max_map_count;
+	bool vmas_dirty;             /* merges since the last count */
+	int numa_nodes;              /* nodes of this machine (or SAMEPAGE_FAKE_NUMA_NODES) */
+	int fake_numa;               /* simulated topology: node = (address / 2 MiB) % nodes */
 	bool merge_any;
 	size_t any_min;
 	int64_t any_refreshed_ns;
@@ -231,6 +244,13 @@ struct sp_engine {
 	size_t veclen;
 	struct sp_engine *next;      /* all engines of the process, for fork */
 };
+
+static inline uint64_t _sp_key(const struct sp_engine *e, const struct sp_page *pg)
+{
+	if (e->knob[SP_MERGE_ACROSS_NODES] || e->numa_nodes < 2)
+		return pg->hash;
+	return pg->hash ^ (uint64_t)(pg->node + 1) * 0x9E3779B97F4A7C15ull;
+}
 
 /* range.c */
 int _sp_range_add(sp_engine *e, uintptr_t start, size_t npages, int prot, bool any);
@@ -261,6 +281,8 @@ struct sp_job {
 	uint8_t done;
 };
 enum { SP_JOB_ZERO = 1, SP_JOB_STABLE, SP_JOB_PAIR };
+/* The NUMA node whose store holds this page's merged copy. */
+int _sp_page_node(sp_engine *e, uintptr_t addr);
 
 #define SP_MAX_JOBS 256
 

@@ -71,16 +71,19 @@ int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len)
 
 bool _sp_vma_headroom(sp_engine *e, size_t merges)
 {
-	/* Each merge may split a VMA in three; keep a margin for the application. */
-	size_t need = 2 * merges + 256;
+	/* An admin may lower the limit at any time: read it every batch. */
+	char buf[32];
+	if (_sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0)
+		e->max_map_count = atoi(buf);
+	/* Each merge may split a VMA in three. Near the limit the program's own
+	 * munmap and mprotect start to fail, so keep an eighth of it free. */
+	size_t margin = (size_t)e->max_map_count / 8;
+	size_t need = 2 * merges + (margin > 256 ? margin : 256);
 	if ((size_t)e->vmas + need < (size_t)e->max_map_count)
 		return true;
 	int n = _sp_maps_count();
 	if (n > 0)
 		e->vmas = n;
-	char buf[32];
-	if (_sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0)
-		e->max_map_count = atoi(buf);
 	return (size_t)e->vmas + need < (size_t)e->max_map_count;
 }
 
@@ -199,8 +202,10 @@ static void apply_maps(sp_engine *e)
 			pg->ref = m[x].old;
 			_sp_page_set_state(e, pg, m[x].old != SP_NONE ? SP_PG_COWED : SP_PG_WRITTEN);
 		}
-		if (r == 0)
+		if (r == 0) {
 			e->vmas += 2;
+			e->vmas_dirty = true;
+		}
 		i += k;
 	}
 }
@@ -210,7 +215,7 @@ static void mark_changed(sp_engine *e, uint32_t rid, size_t i)
 {
 	struct sp_page *pg = &e->ranges[rid]->pg[i];
 	if (pg->state == SP_PG_UNSHARED)
-		_sp_index_del(&e->unstable, pg->hash, SP_LOC(rid, i));
+		_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
 	if (pg->state != SP_PG_MERGED && pg->state != SP_PG_COWED)
 		_sp_page_set_state(e, pg, SP_PG_WRITTEN);
 }
@@ -220,12 +225,12 @@ static void make_unshared(sp_engine *e, uint32_t rid, size_t i)
 {
 	struct sp_page *pg = &e->ranges[rid]->pg[i];
 	uint64_t other;
-	if (pg->state == SP_PG_COWED || _sp_index_get(&e->unstable, pg->hash, &other)) {
+	if (pg->state == SP_PG_COWED || _sp_index_get(&e->unstable, _sp_key(e, pg), &other)) {
 		if (pg->state != SP_PG_COWED)
 			_sp_page_set_state(e, pg, SP_PG_WRITTEN);
 		return;
 	}
-	if (_sp_index_put(&e->unstable, pg->hash, SP_LOC(rid, i)) == 0)
+	if (_sp_index_put(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i)) == 0)
 		_sp_page_set_state(e, pg, SP_PG_UNSHARED);
 }
 
@@ -258,17 +263,17 @@ static void do_job(sp_engine *e, struct sp_job *j)
 	if (j->kind == SP_JOB_PAIR) {
 		struct sp_page *a = &e->ranges[j->prid]->pg[j->ppage];
 		/* An earlier job of this batch may have merged the partner already. */
-		if (a->state == SP_PG_MERGED && store_usable(e, a->ref, b->hash)) {
+		if (a->state == SP_PG_MERGED && store_usable(e, a->ref, _sp_key(e, b))) {
 			j->kind = SP_JOB_STABLE;
 			j->store = a->ref;
-		} else if (a->state != SP_PG_UNSHARED || a->hash != b->hash) {
+		} else if (a->state != SP_PG_UNSHARED || _sp_key(e, a) != _sp_key(e, b)) {
 			make_unshared(e, j->rid, j->page);
 			return;
 		}
 	}
 
 	if (j->kind == SP_JOB_STABLE) {
-		if (!store_usable(e, j->store, b->hash) ||
+		if (!store_usable(e, j->store, _sp_key(e, b)) ||
 		    memcmp(bp, _sp_store_data(&e->store, j->store), SP_PAGE) != 0) {
 			make_unshared(e, j->rid, j->page);
 			return;
@@ -285,21 +290,20 @@ static void do_job(sp_engine *e, struct sp_job *j)
 		make_unshared(e, j->rid, j->page);
 		return;
 	}
-	uint8_t node = 0;
-	int64_t id = _sp_store_add(&e->store, ap, b->hash, node);
+	int64_t id = _sp_store_add(&e->store, ap, _sp_key(e, b), b->node);
 	if (id < 0) {
 		make_unshared(e, j->rid, j->page);
 		return;
 	}
 	struct sp_page *a = &e->ranges[j->prid]->pg[j->ppage];
-	_sp_index_del(&e->unstable, a->hash, SP_LOC(j->prid, j->ppage));
+	_sp_index_del(&e->unstable, _sp_key(e, a), SP_LOC(j->prid, j->ppage));
 	_sp_page_set_state(e, a, SP_PG_WRITTEN);  /* until mapped below */
 	if (map_store(e, j->prid, j->ppage, (uint32_t)id) != 0) {
 		_sp_spage_put(e, (uint32_t)id);  /* never mapped: punched */
 		make_unshared(e, j->rid, j->page);
 		return;
 	}
-	_sp_stable_insert(e, b->hash, (uint32_t)id);
+	_sp_stable_insert(e, _sp_key(e, b), (uint32_t)id);
 	if (map_store(e, j->rid, j->page, (uint32_t)id) == 0)
 		j->done = 1;
 	else

@@ -90,6 +90,14 @@ static void fault_load(void)
 	__atomic_store_n(&fault_count, count, __ATOMIC_RELEASE);
 }
 
+void _sp_fault_reload(void)
+{
+	pthread_mutex_lock(&fault_lock);
+	memset(fault_rules, 0, sizeof(fault_rules));
+	fault_load();
+	pthread_mutex_unlock(&fault_lock);
+}
+
 int _sp_fault(const char *op)
 {
 	if (__atomic_load_n(&fault_count, __ATOMIC_ACQUIRE) == 0)
@@ -248,6 +256,20 @@ int _sp_prim_fcntl(int fd, int cmd, long arg)
 	FAULT("fcntl");
 	int r = fcntl(fd, cmd, arg);
 	return r < 0 ? -errno : r;
+}
+
+int _sp_prim_mbind(void *addr, size_t len, int mode, const unsigned long *mask, unsigned long maxnode)
+{
+	FAULT("mbind");
+	long r = syscall(SYS_mbind, addr, len, mode, mask, maxnode, 0);
+	return r < 0 ? -errno : 0;
+}
+
+int _sp_prim_page_nodes(unsigned long count, void **pages, int *status)
+{
+	FAULT("move_pages");
+	long r = syscall(SYS_move_pages, 0, count, pages, NULL, status, 0);
+	return r < 0 ? -errno : 0;
 }
 
 /* --------------------------------------------------------------- helpers */

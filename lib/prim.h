@@ -37,6 +37,9 @@ int _sp_prim_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *ne
 int _sp_prim_madvise(void *addr, size_t len, int advice);
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len);
 int _sp_prim_fcntl(int fd, int cmd, long arg);
+int _sp_prim_mbind(void *addr, size_t len, int mode, const unsigned long *mask, unsigned long maxnode);
+/* Node of each page (move_pages(2) without moving): status[i] >= 0 is the node. */
+int _sp_prim_page_nodes(unsigned long count, void **pages, int *status);
 
 /* Read a whole small file (sysfs, procfs) into buf, NUL-terminated.
  * Returns the length or a negative errno; -EFBIG if it does not fit. */
@@ -47,5 +50,8 @@ int _sp_write_file(const char *path, const char *text);
 
 /* Used by the fault-injection layer; returns 0 or a negative errno to inject. */
 int _sp_fault(const char *op);
+
+/* Tests: read SAMEPAGE_FAULT again (call counts restart from zero). */
+void _sp_fault_reload(void);
 
 #endif

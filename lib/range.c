@@ -101,7 +101,7 @@ void _sp_page_forget(sp_engine *e, uint32_t rid, size_t i)
 	struct sp_page *pg = &e->ranges[rid]->pg[i];
 	switch (pg->state) {
 	case SP_PG_UNSHARED:
-		_sp_index_del(&e->unstable, pg->hash, SP_LOC(rid, i));
+		_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
 		break;
 	case SP_PG_MERGED:
 		_sp_share_drop(e, pg->ref);
@@ -130,8 +130,8 @@ static int split_tail(sp_engine *e, uint32_t rid, size_t from)
 	memcpy(t->pg, r->pg + from, n * sizeof(struct sp_page));
 	for (size_t i = 0; i < n; i++)
 		if (t->pg[i].state == SP_PG_UNSHARED) {
-			_sp_index_del(&e->unstable, t->pg[i].hash, SP_LOC(rid, from + i));
-			_sp_index_put(&e->unstable, t->pg[i].hash, SP_LOC((uint32_t)nid, i));
+			_sp_index_del(&e->unstable, _sp_key(e, &t->pg[i]), SP_LOC(rid, from + i));
+			_sp_index_put(&e->unstable, _sp_key(e, &t->pg[i]), SP_LOC((uint32_t)nid, i));
 		}
 	r->npages = from;
 	return 0;

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <stdlib.h>
 #include <time.h>
 
 #define SPAN_PAGES 512
@@ -36,6 +37,17 @@ static bool should_skip(struct sp_page *pg)
 	return true;
 }
 
+int _sp_page_node(sp_engine *e, uintptr_t addr)
+{
+	if (e->fake_numa > 1)
+		return (int)((addr >> 21) % (uintptr_t)e->fake_numa);
+	void *p = (void *)addr;
+	int status = 0;
+	if (_sp_prim_page_nodes(1, &p, &status) || status < 0 || status >= SP_MAX_NODES)
+		return 0;
+	return status;
+}
+
 /* Pages whose writes we see through the freeze uffd: not the scanning
  * thread's own stack and TLS, which must never be frozen under it. */
 static bool own_page(uintptr_t a)
@@ -54,7 +66,7 @@ static void set_written(sp_engine *e, uint32_t rid, size_t i, bool present)
 	case SP_PG_COWED:
 		return;  /* handled by the caller */
 	case SP_PG_UNSHARED:
-		_sp_index_del(&e->unstable, pg->hash, SP_LOC(rid, i));
+		_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
 		break;
 	default:
 		break;
@@ -83,20 +95,21 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 		e->pages_skipped++;
 		return;
 	}
-	uint64_t h = pg->hash;
-	if (e->tracking || pg->state == SP_PG_NEW || !pg->quiet)
-		h = _sp_hash_page((const void *)addr);
-	pg->hash = h;
+	uint64_t raw = _sp_hash_page((const void *)addr);
 	struct sp_job *j = &e->jobs[*njobs];
 	memset(j, 0, sizeof(*j));
 	j->rid = rid;
 	j->page = i;
-
-	if (e->knob[SP_USE_ZERO_PAGES] && h == e->zero_hash && pg->state != SP_PG_COWED) {
+	if (e->knob[SP_USE_ZERO_PAGES] && raw == e->zero_hash && pg->state != SP_PG_COWED) {
+		pg->hash = raw;
 		j->kind = SP_JOB_ZERO;
 		(*njobs)++;
 		return;
 	}
+	pg->hash = raw;
+	if (!e->knob[SP_MERGE_ACROSS_NODES] && e->numa_nodes > 1)
+		pg->node = (uint8_t)_sp_page_node(e, addr);
+	uint64_t h = _sp_key(e, pg);
 	uint64_t v;
 	uint32_t sid = _sp_stable_find(e, h);
 	if (sid != SP_NONE) {
@@ -359,14 +372,18 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 		if (!r || e->cur_page >= r->npages) {
 			if (next_range(e))
 				continue;
-			/* Wrapped: a full scan is complete. */
+			/* Wrapped: a full scan is complete, and like ksmd's the
+			 * batch ends with it (none is counted while nothing is
+			 * registered). */
 			flush_jobs(e, &njobs);
-			if (e->adv_scan_start_ns)
+			bool counted = e->pass_pages > 0;
+			if (counted)
 				end_of_pass(e);
+			e->pass_pages = 0;
 			_sp_advisor_start(e);
 			e->cur_range = 0;
 			e->cur_page = 0;
-			if (++wraps > 1 || !e->nranges)
+			if (counted || ++wraps > 1 || !e->nranges)
 				break;
 			if (!e->ranges[0] && !next_range(e))
 				break;
@@ -379,6 +396,7 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 		e->cur_page += n;
 		visited += visit_span(e, e->cur_range, first, n, &njobs);
 		walked += n;
+		e->pass_pages += n;
 	}
 	flush_jobs(e, &njobs);
 	e->pages_scanned += visited;
@@ -389,8 +407,13 @@ static void end_of_pass(sp_engine *e)
 {
 	e->full_scans++;
 	_sp_advisor_stop(e);
-	int n = _sp_maps_count();
-	if (n > 0)
-		e->vmas = n;
+	/* The program maps and unmaps too: count again, but only when merges
+	 * may have added mappings (it costs a read of /proc/self/maps). */
+	if (e->vmas_dirty) {
+		int n = _sp_maps_count();
+		if (n > 0)
+			e->vmas = n;
+		e->vmas_dirty = false;
+	}
 	pthread_cond_broadcast(&e->cond);
 }

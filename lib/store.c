@@ -26,6 +26,8 @@ int _sp_store_init(struct sp_store *s)
 {
 	memset(s, 0, sizeof(*s));
 	snprintf(s->name, sizeof(s->name), "samepage-store");
+	for (int i = 0; i < SP_MAX_NODES; i++)
+		s->cur[i] = -1;
 	return 0;
 }
 
@@ -43,7 +45,16 @@ void _sp_store_fini(struct sp_store *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static int new_segment(struct sp_store *s)
+/* With merge_across_nodes=0 on a NUMA machine, a node's contents live in
+ * that node's memory, as the kernel keeps a stable tree per node. */
+static void bind_to_node(void *view, size_t bytes, int node)
+{
+	unsigned long mask[SP_MAX_NODES / (8 * sizeof(unsigned long))] = { 0 };
+	mask[node / (8 * sizeof(unsigned long))] |= 1ul << (node % (8 * sizeof(unsigned long)));
+	_sp_prim_mbind(view, bytes, 2 /* MPOL_BIND */, mask, SP_MAX_NODES + 1);
+}
+
+static int new_segment(struct sp_store *s, int node)
 {
 	if (s->nseg == s->capseg) {
 		uint32_t cap = s->capseg ? s->capseg * 2 : 8;
@@ -78,8 +89,11 @@ static int new_segment(struct sp_store *s)
 		_sp_prim_close(fd);
 		return r;
 	}
+	if (s->real_numa)
+		bind_to_node(view, bytes, node);
 	struct sp_segment *g = &s->seg[s->nseg];
 	g->fd = fd;
+	g->node = node;
 	g->view = view;
 	g->used = 0;
 	g->live = 0;
@@ -90,17 +104,26 @@ static int new_segment(struct sp_store *s)
 
 int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_t node)
 {
-	uint32_t id;
-	if (s->nfree) {
-		id = s->free[--s->nfree];
-	} else {
-		if (s->nseg == 0 || s->seg[s->nseg - 1].used == SP_SEG_PAGES) {
-			int r = new_segment(s);
+	uint32_t id = SP_NONE;
+	if (node >= SP_MAX_NODES)
+		node = 0;
+	/* A punched page of the same node's segments, if one is at hand. */
+	for (uint32_t k = s->nfree, n = 0; k-- > 0 && n < 64; n++)
+		if (s->seg[s->free[k] / SP_SEG_PAGES].node == node) {
+			id = s->free[k];
+			s->free[k] = s->free[--s->nfree];
+			break;
+		}
+	if (id == SP_NONE) {
+		int c = s->cur[node];
+		if (c < 0 || s->seg[c].used == SP_SEG_PAGES) {
+			int r = new_segment(s, node);
 			if (r)
 				return r;
+			c = s->cur[node] = (int)s->nseg - 1;
 		}
-		struct sp_segment *g = &s->seg[s->nseg - 1];
-		id = (s->nseg - 1) * SP_SEG_PAGES + g->used++;
+		struct sp_segment *g = &s->seg[c];
+		id = (uint32_t)c * SP_SEG_PAGES + g->used++;
 	}
 	struct sp_segment *g = &s->seg[id / SP_SEG_PAGES];
 	memcpy(g->view + (size_t)(id % SP_SEG_PAGES) * SP_PAGE, src, SP_PAGE);

@@ -1,0 +1,551 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: what merged memory means. The engine's counters match the
+ * memory it shares (checked in pagemap and smaps, not only in its own
+ * counters), writes stay private, unregistered memory is never touched,
+ * zero pages, max_page_sharing chains, smart_scan, the advisor, NUMA with a
+ * simulated topology, the checksum fallback, libc semantics on merged
+ * memory, fork and the store, vm.max_map_count, and THP.
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PG 4096UL
+
+static sp_engine *engine(unsigned flags)
+{
+	sp_engine *e = NULL;
+	int r = sp_engine_new(flags | SP_ENGINE_MANUAL, &e);
+	if (r)
+		return NULL;
+	/* max_page_sharing high enough that counts below are simple; the
+	 * chain test sets its own. */
+	sp_setting go[] = { { "run", "1" }, { "pages_to_scan", "100000" }, { "max_page_sharing", "65536" } };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, go, 3, 0, &d), 0);
+	return e;
+}
+
+#define ENGINE(e, flags)                                                            \
+	sp_engine *e = engine(flags);                                               \
+	if (!e)                                                                     \
+		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel")
+
+static uint8_t *region(size_t pages, int distinct)
+{
+	uint8_t *p = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	for (size_t i = 0; i < pages; i++)
+		memset(p + i * PG, distinct ? 1 + (int)(i % (size_t)distinct) : 0, PG);
+	return p;
+}
+
+static int64_t counter(sp_engine *e, sp_param p)
+{
+	sp_sample s;
+	assert_int_equal(sp_engine_sample(e, &s), 0);
+	return s.value[p];
+}
+
+/* The pagemap entry of a page, after reading it so that it is present. */
+static uint64_t pagemap(const void *addr)
+{
+	(void)*(volatile const uint8_t *)addr;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t v = 0;
+	assert_int_equal(pread(fd, &v, 8, (off_t)((uintptr_t)addr / PG * 8)), 8);
+	close(fd);
+	return v;
+}
+
+#define PM_PFN(v) ((v) & ((1ull << 55) - 1))
+#define PM_FILE(v) (((v) >> 61) & 1)
+#define PM_PRESENT(v) (((v) >> 63) & 1)
+
+static long rollup_kb(const char *key)
+{
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+	char line[256];
+	long v = -1;
+	size_t n = strlen(key);
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, key, n) == 0 && line[n] == ':')
+			v = atol(line + n + 1);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static void test_merge_is_real(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	size_t n = 2048;
+	uint8_t *p = region(n, 4);
+	/* identical neighbours that are not registered must never change */
+	uint8_t *outside = region(64, 4);
+	long pss_before = rollup_kb("Pss_Anon");
+	assert_int_equal(sp_madvise(e, p, n * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARED), 4);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), n - 4);
+	assert_true(counter(e, SP_GENERAL_PROFIT) > (int64_t)((n - 4) * PG * 9 / 10));
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(p[i * PG + i % PG], 1 + i % 4);
+	/* the kernel agrees: same physical page, and anonymous memory went away */
+	uint64_t a = pagemap(p), b = pagemap(p + 4 * PG);
+	if (PM_PFN(a))
+		assert_true(PM_PFN(a) == PM_PFN(b));
+	else
+		print_message("PFNs hidden (not root): physical sharing checked through PSS only\n");
+	assert_true(PM_FILE(a));
+	long pss_after = rollup_kb("Pss_Anon");
+	assert_true(pss_before - pss_after > (long)(n * 4 * 8 / 10));  /* > 80% of 8 MiB, in KiB */
+	for (int i = 0; i < 64; i++) {
+		assert_false(PM_FILE(pagemap(outside + i * PG)));
+		assert_int_equal(outside[i * PG + 7], 1 + i % 4);
+	}
+	sp_proc_ksm st;
+	assert_int_equal(sp_engine_stat(e, &st), 0);
+	assert_int_equal(st.ksm_merging_pages, n);
+	assert_int_equal(st.ksm_mergeable, 1);
+
+	/* a write is private to the writer */
+	p[10 * PG + 5] = 0xAB;
+	assert_int_equal(p[10 * PG + 5], 0xAB);
+	assert_int_equal(p[14 * PG + 5], 1 + 14 % 4);
+	assert_int_equal(p[6 * PG + 5], 1 + 6 % 4);
+	assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+	assert_int_equal(counter(e, SP_COW_KSM), 1);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), n - 4 - 1);
+	assert_int_equal(sp_engine_free(e), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(p[i * PG + 5], i == 10 ? 0xAB : 1 + i % 4);
+	assert_false(PM_FILE(pagemap(p)));  /* plain memory again */
+	munmap(p, n * PG);
+	munmap(outside, 64 * PG);
+}
+
+static void test_zero_pages(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	uint8_t *p = region(256, 0);
+	sp_setting z = { "use_zero_pages", "1" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &z, 1, 0, &d), 0);
+	assert_int_equal(sp_madvise(e, p, 256 * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_KSM_ZERO_PAGES), 256);
+	assert_int_equal(counter(e, SP_PAGES_SHARED), 0);  /* no store page, no mapping change */
+	for (int i = 0; i < 256; i++) {
+		assert_int_equal(p[i * PG + 99], 0);
+		assert_false(PM_FILE(pagemap(p + i * PG)));
+	}
+	p[3 * PG] = 5;  /* writes simply work */
+	assert_int_equal(p[3 * PG], 5);
+	assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+	assert_int_equal(counter(e, SP_KSM_ZERO_PAGES), 255);
+	assert_int_equal(sp_engine_free(e), 0);
+
+	/* use_zero_pages=0: empty pages merge like any content, as in the kernel */
+	ENGINE(e2, 0);
+	uint8_t *q = region(64, 0);
+	assert_int_equal(sp_madvise(e2, q, 64 * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e2, 2, 20000), 0);
+	assert_int_equal(counter(e2, SP_KSM_ZERO_PAGES), 0);
+	assert_int_equal(counter(e2, SP_PAGES_SHARING), 63);
+	assert_int_equal(sp_engine_free(e2), 0);
+	munmap(p, 256 * PG);
+	munmap(q, 64 * PG);
+}
+
+static void test_max_page_sharing_chains(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	sp_setting m = { "max_page_sharing", "2" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &m, 1, 0, &d), 0);
+	uint8_t *p = region(10, 1);
+	assert_int_equal(sp_madvise(e, p, 10 * PG, MADV_MERGEABLE), 0);
+	for (int k = 0; k < 4; k++)
+		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+	/* five store pages of one content, two sharers each, chained */
+	assert_int_equal(counter(e, SP_PAGES_SHARED), 5);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), 5);
+	assert_int_equal(counter(e, SP_STABLE_NODE_CHAINS), 1);
+	assert_int_equal(counter(e, SP_STABLE_NODE_DUPS), 5);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(p[i * PG + 1], 1);
+	/* unmerging dissolves the chain */
+	assert_int_equal(sp_madvise(e, p, 10 * PG, MADV_UNMERGEABLE), 0);
+	assert_int_equal(counter(e, SP_STABLE_NODE_CHAINS), 0);
+	assert_int_equal(counter(e, SP_STABLE_NODE_DUPS), 0);
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, 10 * PG);
+}
+
+/* Pages that are written again and again between visits are skipped more
+ * and more (smart_scan), and not at all with smart_scan=0. */
+static int64_t skipped_after_churn(int smart)
+{
+	sp_engine *e = engine(0);
+	assert_non_null(e);
+	sp_setting s = { "smart_scan", smart ? "1" : "0" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &s, 1, 0, &d), 0);
+	uint8_t *p = region(64, 0);
+	assert_int_equal(sp_madvise(e, p, 64 * PG, MADV_MERGEABLE), 0);
+	for (int round = 0; round < 12; round++) {
+		for (int i = 0; i < 64; i++)
+			memset(p + i * PG, round * 64 + i + 1, 16);  /* unique, changed */
+		assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	}
+	int64_t skipped = counter(e, SP_PAGES_SKIPPED);
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, 64 * PG);
+	return skipped;
+}
+
+static void test_smart_scan(void **state)
+{
+	(void)state;
+	sp_engine *probe = engine(0);
+	if (!probe)
+		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel");
+	sp_engine_free(probe);
+	assert_true(skipped_after_churn(1) > 0);
+	assert_int_equal(skipped_after_churn(0), 0);
+}
+
+static void test_scan_time_advisor(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	uint8_t *p = region(512, 8);
+	assert_int_equal(sp_madvise(e, p, 512 * PG, MADV_MERGEABLE), 0);
+	sp_setting a = { "advisor_mode", "scan-time" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &a, 1, 0, &d), 0);
+	assert_int_equal(counter(e, SP_PAGES_TO_SCAN), 500);  /* advisor_min_pages_to_scan */
+	assert_int_equal(sp_engine_wait_scans(e, 4, 20000), 0);
+	int64_t pts = counter(e, SP_PAGES_TO_SCAN);
+	/* the advisor retuned it within its bounds */
+	assert_true(pts != 500);
+	assert_true(pts <= counter(e, SP_ADVISOR_MAX_PAGES_TO_SCAN));
+	assert_true(counter(e, SP_PAGES_SHARING) > 0);
+	sp_setting off = { "advisor_mode", "none" };
+	assert_int_equal(sp_engine_set(e, &off, 1, 0, &d), 0);
+	assert_int_equal(counter(e, SP_PAGES_TO_SCAN), 100);
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, 512 * PG);
+}
+
+static void test_checksum_fallback(void **state)
+{
+	(void)state;
+	ENGINE(e, SP_ENGINE_CHECKSUM);
+	sp_setting slow = { "pages_to_scan", "100" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &slow, 1, 0, &d), 0);
+	sp_engine_info info;
+	assert_int_equal(sp_engine_info_get(e, &info), 0);
+	assert_string_equal(info.change_detection, "checksum");
+	uint8_t *p = region(256, 2);
+	assert_int_equal(sp_madvise(e, p, 256 * PG, MADV_MERGEABLE), 0);
+	/* the kernel's rule: a page needs two visits with the same checksum */
+	assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+	assert_int_equal(counter(e, SP_FULL_SCANS), 1);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), 254);
+	p[PG] = 9;
+	assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+	assert_int_equal(counter(e, SP_COW_KSM), 1);
+	for (int i = 0; i < 256; i++)
+		assert_int_equal(p[i * PG + (i == 1 ? 1 : 0)], 1 + i % 2);
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, 256 * PG);
+}
+
+static void test_libc_semantics(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	size_t n = 64;
+	uint8_t *p = region(n, 1);
+	assert_int_equal(sp_madvise(e, p, n * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), n - 1);
+
+	/* MADV_DONTNEED on merged pages gives zeros, as on private memory */
+	assert_int_equal(sp_madvise(e, p, 4 * PG, MADV_DONTNEED), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(p[i * PG + 17], 0);
+	/* MADV_FREE works (the raw call would fail with EINVAL on merged pages) */
+	assert_int_equal(sp_madvise(e, p + 4 * PG, 4 * PG, MADV_FREE), 0);
+	for (int i = 4; i < 8; i++)
+		assert_true(p[i * PG + 17] == 0 || p[i * PG + 17] == 1);
+	/* unregistered memory: advice passes through */
+	uint8_t *plain = region(2, 1);
+	assert_int_equal(sp_madvise(e, plain, 2 * PG, MADV_DONTNEED), 0);
+	assert_int_equal(plain[5], 0);
+	/* other advice is madvise's */
+	assert_int_equal(sp_madvise(e, p, PG, MADV_WILLNEED), 0);
+	assert_int_equal(sp_madvise(e, p, PG, 12345), -EINVAL);
+
+	/* mremap moves merged memory with its contents and keeps it registered */
+	void *moved;
+	assert_int_equal(sp_mremap(e, p + 16 * PG, 16 * PG, 32 * PG, MREMAP_MAYMOVE, NULL, &moved), 0);
+	uint8_t *m = moved;
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(m[i * PG + 3], 1);
+	for (int i = 16; i < 32; i++)
+		assert_int_equal(m[i * PG + 3], 0);  /* growth is zero, never store data */
+	sp_engine_info info;
+	sp_engine_info_get(e, &info);
+	assert_int_equal(info.registered_pages, n - 16 + 32);
+
+	/* mmap MAP_FIXED over merged pages */
+	void *out;
+	assert_int_equal(sp_mmap(e, p + 32 * PG, 8 * PG, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &out), 0);
+	assert_ptr_equal(out, p + 32 * PG);
+	for (int i = 32; i < 40; i++)
+		assert_int_equal(p[i * PG], 0);
+	/* munmap of merged pages */
+	assert_int_equal(sp_munmap(e, p + 40 * PG, 8 * PG), 0);
+	assert_int_equal(sp_munmap(e, p + 40 * PG + 1, PG), -EINVAL);
+	sp_engine_info_get(e, &info);
+	assert_int_equal(info.registered_pages, n - 16 + 32 - 8 - 8);
+	assert_int_equal(sp_engine_free(e), 0);
+	for (int i = 48; i < 64; i++)
+		assert_int_equal(p[i * PG + 3], 1);
+	munmap(p, n * PG);
+	munmap(moved, 32 * PG);
+	munmap(plain, 2 * PG);
+}
+
+/* A child maps the store page; the parent's engine must never free it. */
+static void test_store_survives_for_fork_child(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	uint8_t *p = region(64, 1);
+	assert_int_equal(sp_madvise(e, p, 64 * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARED), 1);
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(go[1]);
+		char c;
+		if (read(go[0], &c, 1) != 0)
+			_exit(4);
+		for (int i = 0; i < 64; i++)
+			for (size_t k = 0; k < PG; k += 256)
+				if (p[i * PG + k] != 1)
+					_exit(3);
+		_exit(0);
+	}
+	close(go[0]);
+	/* the parent lets go of every reference, and reuses store space */
+	assert_int_equal(sp_madvise(e, p, 64 * PG, MADV_UNMERGEABLE), 0);
+	memset(p, 0x55, 64 * PG);
+	uint8_t *q = region(64, 7);
+	assert_int_equal(sp_madvise(e, q, 64 * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(sp_engine_free(e), 0);
+	close(go[1]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	munmap(p, 64 * PG);
+	munmap(q, 64 * PG);
+}
+
+/* merge_across_nodes=0 with a simulated two-node topology (2 MiB stripes). */
+static void test_numa_simulated(void **state)
+{
+	(void)state;
+	setenv("SAMEPAGE_FAKE_NUMA_NODES", "2", 1);
+	sp_engine *e = engine(0);
+	unsetenv("SAMEPAGE_FAKE_NUMA_NODES");
+	if (!e)
+		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel");
+	sp_setting man = { "merge_across_nodes", "0" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &man, 1, 0, &d), 0);
+	/* 4 MiB aligned to 2 MiB: 512 pages on "node 0", 512 on "node 1" */
+	uint8_t *raw = mmap(NULL, 6u << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *p = (uint8_t *)(((uintptr_t)raw + (2u << 20) - 1) & ~((uintptr_t)(2u << 20) - 1));
+	memset(p, 0x3c, 4u << 20);
+	assert_int_equal(sp_madvise(e, p, 4u << 20, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARED), 2);  /* one per node */
+	assert_int_equal(counter(e, SP_PAGES_SHARING), 1024 - 2);
+	uint64_t a = pagemap(p), b = pagemap(p + (2u << 20));
+	if (PM_PFN(a) && PM_PFN(a) == PM_PFN(b))
+		fail_msg("pages of two nodes share PFN %#llx (%#llx %#llx)", (unsigned long long)PM_PFN(a),
+			 (unsigned long long)a, (unsigned long long)b);
+	/* back to merging across nodes: one store page */
+	sp_setting across = { "merge_across_nodes", "1" };
+	assert_int_equal(sp_engine_set(e, &across, 1, 0, &d), -EBUSY);
+	assert_int_equal(sp_engine_set(e, &across, 1, SP_SET_UNMERGE_FIRST, &d), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARED), 1);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), 1023);
+	assert_int_equal(sp_engine_free(e), 0);
+	for (size_t i = 0; i < (4u << 20); i += 999)
+		assert_int_equal(p[i], 0x3c);
+	munmap(raw, 6u << 20);
+}
+
+static int read_int_file(const char *path)
+{
+	char buf[32] = "";
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f))
+		buf[0] = 0;
+	fclose(f);
+	return atoi(buf);
+}
+
+static int write_int_file(const char *path, int v)
+{
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "%d\n", v);
+	return fclose(f);
+}
+
+static int count_vmas(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	int n = 0, c;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/* Lowered vm.max_map_count: the engine stops merging well before it and
+ * says so; the program keeps working. The limit is restored in any case. */
+static void test_max_map_count(void **state)
+{
+	(void)state;
+	const char *knob = "/proc/sys/vm/max_map_count";
+	if (!is_root())
+		SKIP_BECAUSE("lowering vm.max_map_count needs root");
+	ENGINE(e, 0);
+	int saved = read_int_file(knob);
+	assert_true(saved > 0);
+	size_t n = 4096;
+	/* contents 1,2,3 then a unique page: every merged run is its own VMA */
+	uint8_t *p = region(n, 0);
+	for (size_t i = 0; i < n; i++)
+		memset(p + i * PG, i % 4 == 3 ? (int)(i / 4 % 200) + 10 : 1 + (int)(i % 4), 64);
+	int limit = count_vmas() + 600;
+	assert_int_equal(write_int_file(knob, limit), 0);
+	int rc = sp_madvise(e, p, n * PG, MADV_MERGEABLE);
+	int engine_scans = rc == 0 ? sp_engine_wait_scans(e, 3, 30000) : rc;
+	int vmas = count_vmas();
+	int64_t skipped = counter(e, SP_PAGES_SKIPPED_MAX_MAP_COUNT);
+	int64_t sharing = counter(e, SP_PAGES_SHARING);
+	/* the program can still map memory */
+	void *more[8];
+	int mapped = 0;
+	for (int i = 0; i < 8; i++) {
+		more[i] = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		mapped += more[i] != MAP_FAILED;
+	}
+	write_int_file(knob, saved);  /* restore before any assertion can stop us */
+	assert_int_equal(read_int_file(knob), saved);
+	assert_int_equal(rc, 0);
+	assert_int_equal(engine_scans, 0);
+	if (vmas >= limit)
+		fail_msg("%d VMAs, limit %d, skipped %lld, sharing %lld", vmas, limit, (long long)skipped,
+			 (long long)sharing);
+	assert_true(skipped > 0);
+	assert_true(sharing > 0);  /* it merged what it safely could */
+	assert_int_equal(mapped, 8);
+	for (int i = 0; i < 8; i++)
+		munmap(more[i], PG);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(p[i * PG + 1], i % 4 == 3 ? (int)(i / 4 % 200) + 10 : 1 + (int)(i % 4));
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, n * PG);
+}
+
+static void test_thp_backed_range(void **state)
+{
+	(void)state;
+	char mode[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	if (f) {
+		if (!fgets(mode, sizeof(mode), f))
+			mode[0] = 0;
+		fclose(f);
+	}
+	if (strstr(mode, "[never]") || !mode[0])
+		SKIP_BECAUSE("transparent huge pages are disabled on this machine");
+	ENGINE(e, 0);
+	size_t len = 8u << 20;
+	uint8_t *raw = mmap(NULL, len + (2u << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *p = (uint8_t *)(((uintptr_t)raw + (2u << 20) - 1) & ~((uintptr_t)(2u << 20) - 1));
+	assert_int_equal(madvise(p, len, MADV_HUGEPAGE), 0);
+	for (size_t i = 0; i < len; i += PG)
+		memset(p + i, 1 + (int)(i / PG % 2), PG);
+	long huge_kb = rollup_kb("AnonHugePages");
+	if (huge_kb < 2048) {
+		sp_engine_free(e);
+		munmap(raw, len + (2u << 20));
+		SKIP_BECAUSE("the kernel gave no huge page for the range (AnonHugePages %ld kB)", huge_kb);
+	}
+	assert_int_equal(sp_madvise(e, p, len, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 2, 30000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SHARING), len / PG - 2);
+	for (size_t i = 0; i < len; i += 777)
+		assert_int_equal(p[i], 1 + (int)(i / PG % 2));
+	p[5 * PG] = 9;
+	assert_int_equal(p[5 * PG], 9);
+	assert_int_equal(p[7 * PG], 2);
+	assert_int_equal(sp_engine_free(e), 0);
+	for (size_t i = 0; i < len; i += 777)
+		assert_int_equal(p[i], i / PG == 5 && i % PG == 0 ? 9 : 1 + (int)(i / PG % 2));
+	munmap(raw, len + (2u << 20));
+}
+
+int main(int argc, char **argv)
+{
+	struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_merge_is_real),
+		cmocka_unit_test(test_zero_pages),
+		cmocka_unit_test(test_max_page_sharing_chains),
+		cmocka_unit_test(test_smart_scan),
+		cmocka_unit_test(test_scan_time_advisor),
+		cmocka_unit_test(test_checksum_fallback),
+		cmocka_unit_test(test_libc_semantics),
+		cmocka_unit_test(test_store_survives_for_fork_child),
+		cmocka_unit_test(test_numa_simulated),
+		cmocka_unit_test(test_max_map_count),
+		cmocka_unit_test(test_thp_backed_range),
+	};
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests_name("engine_semantics", tests, NULL, NULL);
+}
