@@ -426,8 +426,8 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 		return rc;
 	}
 	memcpy(scratch, (void *)start, len);
-	if (r->prot != (PROT_READ | PROT_WRITE) && mprotect(scratch, len, r->prot) != 0)
-		rc = -errno;
+	if (r->prot != (PROT_READ | PROT_WRITE))
+		rc = _sp_prim_mprotect(scratch, len, r->prot);
 	if (!rc)
 		rc = _sp_meta_move_to(scratch, len, (void *)start);
 	if (rc) {

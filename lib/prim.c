@@ -213,36 +213,44 @@ int _sp_prim_ftruncate(int fd, off_t len)
 	return ftruncate(fd, len) < 0 ? -errno : 0;
 }
 
+/* Memory calls go straight to the kernel: the preload library interposes
+ * mmap, munmap, mremap and madvise, and the engine must not call itself. */
 int _sp_prim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off, void **out)
 {
 	FAULT("mmap");
-	void *p = mmap(addr, len, prot, flags, fd, off);
-	if (p == MAP_FAILED)
+	long p = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	if ((void *)p == MAP_FAILED)
 		return -errno;
-	*out = p;
+	*out = (void *)p;
 	return 0;
 }
 
 int _sp_prim_munmap(void *addr, size_t len)
 {
 	FAULT("munmap");
-	return munmap(addr, len) < 0 ? -errno : 0;
+	return syscall(SYS_munmap, addr, len) < 0 ? -errno : 0;
 }
 
 int _sp_prim_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *newaddr, void **out)
 {
 	FAULT("mremap");
-	void *p = mremap(old, oldlen, newlen, flags, newaddr);
-	if (p == MAP_FAILED)
+	long p = syscall(SYS_mremap, old, oldlen, newlen, flags, newaddr);
+	if ((void *)p == MAP_FAILED)
 		return -errno;
-	*out = p;
+	*out = (void *)p;
 	return 0;
+}
+
+int _sp_prim_mprotect(void *addr, size_t len, int prot)
+{
+	FAULT("mprotect");
+	return syscall(SYS_mprotect, addr, len, prot) < 0 ? -errno : 0;
 }
 
 int _sp_prim_madvise(void *addr, size_t len, int advice)
 {
 	FAULT("madvise");
-	return madvise(addr, len, advice) < 0 ? -errno : 0;
+	return syscall(SYS_madvise, addr, len, advice) < 0 ? -errno : 0;
 }
 
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len)

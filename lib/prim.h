@@ -35,6 +35,7 @@ int _sp_prim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 int _sp_prim_munmap(void *addr, size_t len);
 int _sp_prim_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *newaddr, void **out);
 int _sp_prim_madvise(void *addr, size_t len, int advice);
+int _sp_prim_mprotect(void *addr, size_t len, int prot);
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len);
 int _sp_prim_fcntl(int fd, int cmd, long arg);
 int _sp_prim_mbind(void *addr, size_t len, int mode, const unsigned long *mask, unsigned long maxnode);

@@ -389,9 +389,13 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 				break;
 			continue;
 		}
+		/* A span no larger than what is left of the budget: the pass rate
+		 * at given knobs is then the kernel's. */
 		size_t n = r->npages - e->cur_page;
 		if (n > SPAN_PAGES)
 			n = SPAN_PAGES;
+		if (n > budget - visited)
+			n = budget - visited;
 		size_t first = e->cur_page;
 		e->cur_page += n;
 		visited += visit_span(e, e->cur_range, first, n, &njobs);
