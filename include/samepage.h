@@ -256,8 +256,8 @@ SP_API int sp_ksm_merge_any_get(void);
  * What it requires of the caller (see libsamepage(3), "MERGED MEMORY"):
  * merged pages are private mappings of the engine's store, so memory that
  * is registered must be released and reshaped through sp_madvise(),
- * sp_munmap(), sp_mremap() and sp_mmap() (or the preload library), not the
- * raw system calls, while the engine exists.
+ * sp_munmap(), sp_mprotect(), sp_mremap() and sp_mmap() (or the preload
+ * library), not the raw system calls, while the engine exists.
  * ---------------------------------------------------------------------- */
 
 typedef struct sp_engine sp_engine;
@@ -289,9 +289,10 @@ SP_API int sp_engine_free(sp_engine *e);
  *   anything else     passed to madvise(2). */
 SP_API int sp_madvise(sp_engine *e, void *addr, size_t len, int advice);
 
-/* munmap/mremap/mmap that keep the engine's view right. sp_mremap and
+/* munmap/mprotect/mremap/mmap that keep the engine's view right. sp_mremap and
  * sp_mmap return 0 and the address in *out, or a negative errno. */
 SP_API int sp_munmap(sp_engine *e, void *addr, size_t len);
+SP_API int sp_mprotect(sp_engine *e, void *addr, size_t len, int prot);
 SP_API int sp_mremap(sp_engine *e, void *old_addr, size_t old_len, size_t new_len, int flags,
 		     void *new_addr, void **out);
 SP_API int sp_mmap(sp_engine *e, void *addr, size_t len, int prot, int flags, int fd, off_t off,

@@ -171,7 +171,7 @@ int sp_engine_set(sp_engine *e, const sp_setting *set, size_t n, unsigned flags,
 
 static int64_t metadata_bytes(const sp_engine *e)
 {
-	return (int64_t)(sizeof(*e) + _sp_ranges_bytes(e) + _sp_index_bytes(&e->stable) +
+	return (int64_t)(sizeof(*e) + _sp_ranges_bytes(e) + _sp_index_bytes(&e->stable.ix) +
 			 _sp_index_bytes(&e->unstable)) +
 	       _sp_store_overhead(&e->store);
 }
@@ -198,8 +198,8 @@ int sp_engine_sample(sp_engine *e, sp_sample *s)
 	s->value[SP_PAGES_SCANNED] = (int64_t)e->pages_scanned;
 	s->value[SP_PAGES_SKIPPED] = (int64_t)e->pages_skipped;
 	s->value[SP_FULL_SCANS] = (int64_t)e->full_scans;
-	s->value[SP_STABLE_NODE_CHAINS] = (int64_t)e->chains;
-	s->value[SP_STABLE_NODE_DUPS] = (int64_t)e->dups;
+	s->value[SP_STABLE_NODE_CHAINS] = (int64_t)e->stable.chains;
+	s->value[SP_STABLE_NODE_DUPS] = (int64_t)e->stable.dups;
 	s->value[SP_KSM_ZERO_PAGES] = zero;
 	s->value[SP_GENERAL_PROFIT] = (sharing + zero) * (int64_t)SP_PAGE - metadata_bytes(e);
 	s->value[SP_COW_KSM] = (int64_t)e->cow_ksm;
@@ -419,6 +419,7 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 		e->fake_numa = 0;
 	e->numa_nodes = e->fake_numa > 1 ? e->fake_numa : count_numa_nodes();
 	_sp_store_init(&e->store);
+	e->stable.store = &e->store;
 	e->store.real_numa = !e->fake_numa && e->numa_nodes > 1;
 	static const uint8_t zero[SP_PAGE];
 	e->zero_hash = _sp_hash_page(zero);
@@ -430,7 +431,7 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	e->cats = _sp_meta_alloc(2 * SP_MAX_JOBS + 512);
 	e->maps = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->maps));
 	if (!e->vec || !e->jobs || !e->addrs || !e->runs || !e->cats || !e->maps ||
-	    _sp_index_init(&e->stable, 1024) || _sp_index_init(&e->unstable, 1024)) {
+	    _sp_index_init(&e->stable.ix, 1024) || _sp_index_init(&e->unstable, 1024)) {
 		sp_engine_free(e);
 		return -ENOMEM;
 	}
@@ -489,7 +490,7 @@ int sp_engine_free(sp_engine *e)
 	pthread_mutex_unlock(&e->lock);
 	_sp_uffd_close(&e->uffd);
 	_sp_store_fini(&e->store);
-	_sp_index_fini(&e->stable);
+	_sp_index_fini(&e->stable.ix);
 	_sp_index_fini(&e->unstable);
 	_sp_meta_free(e->ranges, e->capranges * sizeof(*e->ranges));
 	_sp_meta_free(e->vec, e->veclen * sizeof(*e->vec));
@@ -596,9 +597,13 @@ static void any_refresh(sp_engine *e)
 	if (_sp_maps_read(0, UINTPTR_MAX, e->store.name, &v, &n))
 		return;
 	for (size_t i = 0; i < n; i++) {
+		/* Threads' stacks (and the thread control block, with its rseq
+		 * area, at their top) sit right above a PROT_NONE guard: never
+		 * freeze those, the kernel writes them for signals and rseq. */
+		bool thread_stack = i > 0 && v[i - 1].end == v[i].start && v[i - 1].prot == 0 && !v[i - 1].file;
 		if (v[i].shared || v[i].file || v[i].hugetlb || v[i].locked || v[i].uffd || v[i].special ||
 		    v[i].store || !(v[i].prot & 1) || v[i].end - v[i].start < e->any_min ||
-		    strncmp(v[i].path, "[stack", 6) == 0 || v[i].growsdown ||
+		    strncmp(v[i].path, "[stack", 6) == 0 || v[i].growsdown || thread_stack ||
 		    _sp_meta_overlaps(v[i].start, v[i].end))
 			continue;
 		char why[160];

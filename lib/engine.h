@@ -143,6 +143,13 @@ size_t _sp_index_bytes(const struct sp_index *ix);
 
 uint64_t _sp_hash_page(const void *p);
 
+/* The stable index: content -> store pages, with chains of dups. */
+struct sp_stable {
+	struct sp_index ix;
+	struct sp_store *store;
+	uint64_t chains, dups;
+};
+
 /* ------------------------------------------------------------ range.c */
 
 enum sp_pg_state {
@@ -200,7 +207,7 @@ struct sp_engine {
 	struct sp_uffd uffd;
 	bool tracking;               /* write tracking (else the checksum rule) */
 	struct sp_store store;
-	struct sp_index stable;      /* content hash -> store page id (chain head) */
+	struct sp_stable stable;     /* content hash -> store page id (chain head) */
 	struct sp_index unstable;    /* content hash -> SP_LOC of an UNSHARED page */
 	uint64_t zero_hash;
 
@@ -216,7 +223,6 @@ struct sp_engine {
 	uint64_t pages_scanned, pages_skipped, full_scans, cow_ksm, skipped_map_count;
 	uint64_t state_count[SP_PG_HOLE + 1];
 	uint64_t pages_shared, pages_sharing;  /* maintained with store sharers */
-	uint64_t chains, dups;
 
 	int vmas, max_map_count;
 	bool vmas_dirty;             /* merges since the last count */
@@ -264,11 +270,13 @@ void _sp_share_drop(sp_engine *e, uint32_t id);  /* one sharer less; the referen
 /* Drop a page's index entry and store reference (mapping already gone). */
 void _sp_page_forget(sp_engine *e, uint32_t rid, size_t i);
 size_t _sp_ranges_bytes(const sp_engine *e);
+int _sp_range_set_prot(sp_engine *e, uintptr_t start, uintptr_t end, int prot);
 
 /* stable.c */
-uint32_t _sp_stable_find(sp_engine *e, uint64_t hash);     /* a store page with room, or SP_NONE */
-void _sp_stable_insert(sp_engine *e, uint64_t hash, uint32_t id);
-void _sp_spage_put(sp_engine *e, uint32_t id);             /* one reference less; unlink if dead */
+uint32_t _sp_stable_find(struct sp_stable *st, uint64_t hash, int64_t max_sharing); /* or SP_NONE */
+void _sp_stable_insert(struct sp_stable *st, uint64_t hash, uint32_t id);
+bool _sp_stable_put(struct sp_stable *st, uint32_t id);  /* one reference less; true if it died */
+void _sp_spage_put(sp_engine *e, uint32_t id);           /* the engine's: local or to the daemon */
 
 /* merge.c */
 struct sp_job {

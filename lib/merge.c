@@ -120,7 +120,16 @@ static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
 static void thaw_run(sp_engine *e, uintptr_t start, size_t len, bool reregister, uint8_t *cats)
 {
 	if (e->tracking) {
-		_sp_uffd_unregister(e->uffd.freeze, start, len);
+		if (_sp_uffd_unregister(e->uffd.freeze, start, len) != 0) {
+			/* Mapping calls can fail here (ENOMEM seen on VMs with no
+			 * reason given). No page may stay write-protected with
+			 * nobody to wake its writers: unprotect page by page (the
+			 * merged ones are not registered and simply refuse). */
+			for (uintptr_t a = start; a < start + len; a += SP_PAGE) {
+				_sp_uffd_wp(e->uffd.freeze, a, SP_PAGE, false);
+				_sp_uffd_unregister(e->uffd.freeze, a, SP_PAGE);
+			}
+		}
 		_sp_uffd_wake(e->uffd.freeze, start, len);
 		if (reregister && _sp_uffd_register(e->uffd.track, start, len, true) == 0)
 			arm(e, start, start + len, cats);
@@ -303,7 +312,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 		make_unshared(e, j->rid, j->page);
 		return;
 	}
-	_sp_stable_insert(e, _sp_key(e, b), (uint32_t)id);
+	_sp_stable_insert(&e->stable, _sp_key(e, b), (uint32_t)id);
 	if (map_store(e, j->rid, j->page, (uint32_t)id) == 0)
 		j->done = 1;
 	else

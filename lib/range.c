@@ -73,6 +73,11 @@ bool _sp_range_overlaps(sp_engine *e, uintptr_t start, uintptr_t end)
 	return false;
 }
 
+void _sp_spage_put(sp_engine *e, uint32_t id)
+{
+	_sp_stable_put(&e->stable, id);
+}
+
 /* pages_shared counts store pages with a sharer; pages_sharing the sharers
  * beyond the first: the pages saved. */
 void _sp_share_add(sp_engine *e, uint32_t id)
@@ -175,6 +180,36 @@ int _sp_range_cut(sp_engine *e, uintptr_t start, uintptr_t end)
 				e->state_count[r->pg[i].state]--;
 			r->npages = a;
 		}
+	}
+	return 0;
+}
+
+/* The program changed the protection of [start,end): ranges are split at
+ * the edges so that each keeps one protection, used when mapping store
+ * pages into it. */
+int _sp_range_set_prot(sp_engine *e, uintptr_t start, uintptr_t end, int prot)
+{
+again:
+	for (uint32_t rid = 0; rid < e->nranges; rid++) {
+		struct sp_range *r = e->ranges[rid];
+		if (!r)
+			continue;
+		uintptr_t rs = r->start, re = r->start + r->npages * SP_PAGE;
+		if (end <= rs || start >= re)
+			continue;
+		if (start > rs) {
+			int x = split_tail(e, rid, (start - rs) / SP_PAGE);
+			if (x)
+				return x;
+			goto again;  /* the tail is a new range, maybe in an earlier slot */
+		}
+		if (end < re) {
+			int x = split_tail(e, rid, (end - rs) / SP_PAGE);
+			if (x)
+				return x;
+			r = e->ranges[rid];
+		}
+		r->prot = prot;
 	}
 	return 0;
 }

@@ -111,7 +111,7 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 		pg->node = (uint8_t)_sp_page_node(e, addr);
 	uint64_t h = _sp_key(e, pg);
 	uint64_t v;
-	uint32_t sid = _sp_stable_find(e, h);
+	uint32_t sid = _sp_stable_find(&e->stable, h, e->knob[SP_MAX_PAGE_SHARING]);
 	if (sid != SP_NONE) {
 		j->kind = SP_JOB_STABLE;
 		j->store = sid;
@@ -184,6 +184,30 @@ static void abandon(sp_engine *e, uint32_t rid, size_t first, size_t n)
 	_sp_range_cut(e, r->start + first * SP_PAGE, r->start + (first + n) * SP_PAGE);
 }
 
+/* The span is not (all) on the tracking uffd: a registration step of ours
+ * failed, or the program remapped it. Register it again if it is still our
+ * kind of memory (private anonymous, or our store's private mappings). */
+static int recover_span(sp_engine *e, uintptr_t start, size_t n)
+{
+	struct sp_vma *v;
+	size_t nv;
+	uintptr_t end = start + n * SP_PAGE;
+	if (_sp_maps_read(start, end, e->store.name, &v, &nv))
+		return -EIO;
+	int r = 0;
+	uintptr_t at = start;
+	for (size_t i = 0; i < nv && !r; i++) {
+		bool ours = !v[i].shared && !v[i].hugetlb && !v[i].special && (!v[i].file || v[i].store);
+		if (v[i].start > at || !ours)
+			r = -ESTALE;
+		at = v[i].end;
+	}
+	free(v);
+	if (r || at < end)
+		return -ESTALE;
+	return _sp_track_register(e, start, n * SP_PAGE);
+}
+
 /* Tracking mode: categories of each page of the span, re-arming writes. */
 static int span_categories(sp_engine *e, uintptr_t start, size_t n, uint8_t *cats)
 {
@@ -233,6 +257,8 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 	uintptr_t start = r->start + first * SP_PAGE;
 	uint8_t *cats = e->cats;
 	int rc = e->tracking ? span_categories(e, start, n, cats) : span_pagemap(e, start, n, cats);
+	if (rc && e->tracking && recover_span(e, start, n) == 0)
+		rc = span_categories(e, start, n, cats);
 	if (rc) {
 		abandon(e, rid, first, n);
 		return 0;

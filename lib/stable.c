@@ -11,47 +11,48 @@
 
 #define CHAIN_WALK_MAX 4096  /* a bound, never expected to be reached */
 
-uint32_t _sp_stable_find(sp_engine *e, uint64_t hash)
+uint32_t _sp_stable_find(struct sp_stable *st, uint64_t hash, int64_t max_sharing)
 {
 	uint64_t v;
-	if (!_sp_index_get(&e->stable, hash, &v))
+	if (!_sp_index_get(&st->ix, hash, &v))
 		return SP_NONE;
 	uint32_t id = (uint32_t)v;
 	for (int n = 0; id != SP_NONE && n < CHAIN_WALK_MAX; n++) {
-		struct sp_spage *s = &e->store.pg[id];
-		if (s->live && s->hash == hash && s->sharers < (uint64_t)e->knob[SP_MAX_PAGE_SHARING])
+		struct sp_spage *s = &st->store->pg[id];
+		if (s->live && s->hash == hash && s->sharers < (uint64_t)max_sharing)
 			return id;
 		id = s->next_dup;
 	}
 	return SP_NONE;
 }
 
-static size_t chain_len(sp_engine *e, uint32_t head)
+static size_t chain_len(struct sp_stable *st, uint32_t head)
 {
 	size_t n = 0;
-	for (uint32_t id = head; id != SP_NONE && n < CHAIN_WALK_MAX; id = e->store.pg[id].next_dup)
+	for (uint32_t id = head; id != SP_NONE && n < CHAIN_WALK_MAX; id = st->store->pg[id].next_dup)
 		n++;
 	return n;
 }
 
-void _sp_stable_insert(sp_engine *e, uint64_t hash, uint32_t id)
+void _sp_stable_insert(struct sp_stable *st, uint64_t hash, uint32_t id)
 {
-	struct sp_spage *s = &e->store.pg[id];
+	struct sp_spage *pg = st->store->pg;
+	struct sp_spage *s = &pg[id];
 	s->next_dup = s->prev_dup = SP_NONE;
 	uint64_t v;
-	if (!_sp_index_get(&e->stable, hash, &v)) {
-		_sp_index_put(&e->stable, hash, id);
+	if (!_sp_index_get(&st->ix, hash, &v)) {
+		_sp_index_put(&st->ix, hash, id);
 		return;
 	}
 	/* A second store page for a content: it joins the chain after the head. */
 	uint32_t head = (uint32_t)v;
-	struct sp_spage *h = &e->store.pg[head];
+	struct sp_spage *h = &pg[head];
 	if (h->next_dup == SP_NONE) {
-		e->chains++;
-		e->dups += 2;
+		st->chains++;
+		st->dups += 2;
 	} else {
-		e->dups++;
-		e->store.pg[h->next_dup].prev_dup = id;
+		st->dups++;
+		pg[h->next_dup].prev_dup = id;
 	}
 	s->next_dup = h->next_dup;
 	s->prev_dup = head;
@@ -59,40 +60,43 @@ void _sp_stable_insert(sp_engine *e, uint64_t hash, uint32_t id)
 }
 
 /* Take a dead store page out of the index and its chain. */
-static void unlink_dead(sp_engine *e, uint32_t id)
+static void unlink_dead(struct sp_stable *st, uint32_t id)
 {
-	struct sp_spage *s = &e->store.pg[id];
+	struct sp_spage *pg = st->store->pg;
+	struct sp_spage *s = &pg[id];
 	uint32_t prev = s->prev_dup, next = s->next_dup;
-	bool chained = prev != SP_NONE || next != SP_NONE;
-	if (chained) {
+	if (prev != SP_NONE || next != SP_NONE) {
 		uint32_t head = id;
-		while (e->store.pg[head].prev_dup != SP_NONE)
-			head = e->store.pg[head].prev_dup;
-		if (chain_len(e, head) == 2) {
-			e->chains--;
-			e->dups -= 2;
+		while (pg[head].prev_dup != SP_NONE)
+			head = pg[head].prev_dup;
+		if (chain_len(st, head) == 2) {
+			st->chains--;
+			st->dups -= 2;
 		} else {
-			e->dups--;
+			st->dups--;
 		}
 	}
 	if (prev != SP_NONE) {
-		e->store.pg[prev].next_dup = next;
+		pg[prev].next_dup = next;
 	} else {
 		/* it was the head: the next dup heads the chain, or the content is gone */
-		_sp_index_del(&e->stable, s->hash, id);
+		_sp_index_del(&st->ix, s->hash, id);
 		if (next != SP_NONE)
-			_sp_index_put(&e->stable, e->store.pg[next].hash, next);
+			_sp_index_put(&st->ix, pg[next].hash, next);
 	}
 	if (next != SP_NONE)
-		e->store.pg[next].prev_dup = prev;
+		pg[next].prev_dup = prev;
 	s->next_dup = s->prev_dup = SP_NONE;
 }
 
-void _sp_spage_put(sp_engine *e, uint32_t id)
+bool _sp_stable_put(struct sp_stable *st, uint32_t id)
 {
-	struct sp_spage *s = &e->store.pg[id];
+	struct sp_spage *s = &st->store->pg[id];
 	bool was_live = s->live;
-	_sp_store_put(&e->store, id);
-	if (was_live && !s->live)
-		unlink_dead(e, id);
+	_sp_store_put(st->store, id);
+	if (was_live && !s->live) {
+		unlink_dead(st, id);
+		return true;
+	}
+	return false;
 }

@@ -127,6 +127,23 @@ int sp_madvise(sp_engine *e, void *addr, size_t len, int advice)
 	return r;
 }
 
+int sp_mprotect(sp_engine *e, void *addr, size_t len, int prot)
+{
+	uintptr_t start, end;
+	if (!e)
+		return -EINVAL;
+	int r = check_range(addr, len, &start, &end);
+	if (r)
+		return r;
+	pthread_mutex_lock(&e->lock);
+	r = _sp_prim_mprotect(addr, end - start, prot);
+	/* Later merges map store pages with the protection the program chose. */
+	if (!r && _sp_range_overlaps(e, start, end))
+		r = _sp_range_set_prot(e, start, end, prot);
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
 int sp_munmap(sp_engine *e, void *addr, size_t len)
 {
 	uintptr_t start, end;
