@@ -13,6 +13,7 @@ LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 DESTDIR    ?=
 
 BUILD   ?= build
@@ -39,15 +40,26 @@ LIB_SO  = $(BUILD)/lib/libsamepage.so.$(LIBVER)
 LIB_A   = $(BUILD)/lib/libsamepage.a
 
 CLI_SRC = $(wildcard src/samepage/*.c)
-CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ = $(CLI_SRC:%.c=$(BUILD)/%.o) $(TUNE_OBJ)
 CLI     = $(BUILD)/bin/samepage
+
+# The tuning policies (src/tune/) are shared by `samepage tune` and ksmtuned.
+TUNE_OBJ     = $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/tune/*.c))
+KSMTUNED_OBJ = $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ksmtuned/*.c))
+KSMTUNED     = $(BUILD)/sbin/ksmtuned
+
+# samepaged, and the preload library (the engine linked in, PIC).
+SAMEPAGED_OBJ = $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/samepaged/*.c))
+SAMEPAGED     = $(BUILD)/bin/samepaged
+PRELOAD_OBJ   = $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/preload/*.c))
+PRELOAD       = $(BUILD)/lib/libsamepage-preload.so
 
 TEST_HELP_SRC = tests/helpers.c
 TEST_HELP_OBJ = $(BUILD)/tests/helpers.o
 TEST_SRC  = $(filter-out $(TEST_HELP_SRC),$(wildcard tests/*.c))
 TESTS     = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.t)
 
-PROGS = $(CLI)
+PROGS = $(CLI) $(KSMTUNED) $(SAMEPAGED) $(PRELOAD)
 
 # `make V=1` shows the full commands.
 Q = $(if $(V),,@)
@@ -86,11 +98,38 @@ $(CLI): $(CLI_OBJ) $(LIB_SO)
 	@echo '  LD     $@'
 	$(Q)$(CC) -o $@ $(CLI_OBJ) $(PROG_LDFLAGS) $(call pc_libs,$(PKGS_CLI))
 
+$(SAMEPAGED): $(SAMEPAGED_OBJ) $(LIB_SO)
+	@mkdir -p $(@D)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $(SAMEPAGED_OBJ) $(PROG_LDFLAGS)
+
+$(BUILD)/src/preload/%.o: src/preload/%.c
+	@mkdir -p $(@D)
+	@echo '  CC     $<'
+	$(Q)$(CC) $(BASE) -fPIC -fvisibility=hidden $(CFLAGS) -c $< -o $@
+
+# Self-contained: the engine is linked in, so it works in any program.
+$(PRELOAD): $(PRELOAD_OBJ) $(LIB_OBJ) src/preload/preload.map
+	@mkdir -p $(@D)
+	@echo '  LD     $@'
+	$(Q)$(CC) -shared $(SAN) -Wl,--version-script=src/preload/preload.map -Wl,-z,defs -o $@ \
+		$(PRELOAD_OBJ) $(LIB_OBJ) $(LIB_LIBS)
+
 # Tests link the static library so they can reach internal functions too.
 $(BUILD)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
 	@echo '  CC     $<'
 	$(Q)$(CC) $(BASE) -Ilib $(call pc_cflags,$(PKGS_TEST)) $(CFLAGS) -c $< -o $@
+
+$(KSMTUNED): $(KSMTUNED_OBJ) $(TUNE_OBJ) $(LIB_SO)
+	@mkdir -p $(@D)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $(KSMTUNED_OBJ) $(TUNE_OBJ) $(PROG_LDFLAGS)
+
+# ksmtuned's tests call the policies directly.
+$(BUILD)/tests/ksmtuned_%.t: $(BUILD)/tests/ksmtuned_%.o $(TEST_HELP_OBJ) $(LIB_A) $(TUNE_OBJ)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $< $(TUNE_OBJ) $(TEST_HELP_OBJ) $(LIB_A) $(SAN) $(call pc_libs,$(PKGS_TEST)) $(LIB_LIBS)
 
 $(BUILD)/tests/%.t: $(BUILD)/tests/%.o $(TEST_HELP_OBJ) $(LIB_A)
 	@echo '  LD     $@'
@@ -115,10 +154,13 @@ MAN8 = $(wildcard man/*.8)
 UNITS = $(wildcard systemd/*.service)
 
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(UNITDIR)
 	install -m 755 $(CLI) $(DESTDIR)$(BINDIR)/samepage
+	install -m 755 $(KSMTUNED) $(DESTDIR)$(SBINDIR)/ksmtuned
+	install -m 755 $(SAMEPAGED) $(DESTDIR)$(BINDIR)/samepaged
+	install -m 755 $(PRELOAD) $(DESTDIR)$(LIBDIR)/libsamepage-preload.so
 	install -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libsamepage.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libsamepage.so.$(SOVERSION)
 	ln -sf libsamepage.so.$(LIBVER) $(DESTDIR)$(LIBDIR)/libsamepage.so
@@ -130,15 +172,21 @@ install: all
 	for u in $(UNITS); do \
 		sed 's|@BINDIR@|$(BINDIR)|g; s|@SBINDIR@|$(SBINDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	install -d $(DESTDIR)$(USERUNITDIR)
+	for u in systemd/user/*.service; do \
+		sed 's|@BINDIR@|$(BINDIR)|g' $$u > $(DESTDIR)$(USERUNITDIR)/$$(basename $$u); \
+		chmod 644 $(DESTDIR)$(USERUNITDIR)/$$(basename $$u); done
 	if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then ldconfig || true; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/samepage $(DESTDIR)$(LIBDIR)/libsamepage.* \
+	rm -f $(DESTDIR)$(BINDIR)/samepage $(DESTDIR)$(SBINDIR)/ksmtuned $(DESTDIR)$(LIBDIR)/libsamepage.* \
+		$(DESTDIR)$(BINDIR)/samepaged $(DESTDIR)$(LIBDIR)/libsamepage-preload.so \
 		$(DESTDIR)$(INCLUDEDIR)/samepage.h
 	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
 	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
 	for m in $(notdir $(MAN8)); do rm -f $(DESTDIR)$(MANDIR)/man8/$$m; done
 	for u in $(notdir $(UNITS)); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	rm -f $(DESTDIR)$(USERUNITDIR)/samepaged.service
 
 # The race and semantics tests for longer: SOAK_SECONDS per race scenario.
 SOAK_SECONDS ?= 60
@@ -150,3 +198,50 @@ clean:
 	rm -rf build build-asan build-ubsan build-tsan
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# Benchmarks (bench/, docs/performance.md): built and run only on request,
+# never by `make` or `make check`. `make bench-run BENCH_ARGS=--help`.
+BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase probe workload)
+BENCH_PROG = $(BUILD)/bench/engine_vs_ksm
+BENCH_ARGS ?=
+.PHONY: bench bench-run
+bench: $(BENCH_PROG)
+
+$(BUILD)/bench/%.o: bench/%.c
+	@mkdir -p $(@D)
+	@echo '  CC     $<'
+	$(Q)$(CC) $(BASE) $(CFLAGS) -c $< -o $@
+
+$(BENCH_PROG): $(BENCH_OBJ) $(LIB_A)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $(BENCH_OBJ) $(LIB_A) $(SAN) -lm $(LIB_LIBS)
+
+bench-run: bench
+	$(BENCH_PROG) $(BENCH_ARGS)
+
+# The tuning policies' benchmark (bench/tuned_bench.c, docs/tuning.md), on
+# request only: `make bench-tuned TUNED_ARGS=--help`. Root; about 14 minutes.
+TUNED_BENCH = $(BUILD)/bench/tuned_bench
+TUNED_ARGS ?=
+.PHONY: bench-tuned
+$(BUILD)/bench/tuned_bench.o: bench/tuned_bench.c
+	@mkdir -p $(@D)
+	@echo '  CC     $<'
+	$(Q)$(CC) $(BASE) $(CFLAGS) -c $< -o $@
+
+$(TUNED_BENCH): $(BUILD)/bench/tuned_bench.o $(LIB_A)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $< $(LIB_A) $(SAN) -lm $(LIB_LIBS)
+
+bench-tuned: $(TUNED_BENCH) $(KSMTUNED)
+	$(TUNED_BENCH) --ksmtuned $(KSMTUNED) $(TUNED_ARGS)
+
+# Fuzzing the daemon's protocol handling with libFuzzer (clang), on request:
+# `make fuzz FUZZ_SECONDS=60`. make check replays it (tests/fuzz_test.c).
+FUZZ_SECONDS ?= 30
+.PHONY: fuzz
+fuzz:
+	@mkdir -p $(BUILD)/fuzz/corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib \
+		tests/fuzz/proto_fuzz.c $(LIB_SRC) -lxxhash -lpthread -o $(BUILD)/fuzz/proto_fuzz
+	$(BUILD)/fuzz/proto_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=300000 $(BUILD)/fuzz/corpus

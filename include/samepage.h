@@ -266,6 +266,9 @@ enum sp_engine_flags {
 	SP_ENGINE_CHECKSUM = 1u << 0,  /* use the kernel's two-pass checksum rule
 					  even where write tracking is available */
 	SP_ENGINE_MANUAL = 1u << 1,    /* no scanner thread: call sp_engine_scan() */
+	SP_ENGINE_SHARED = 1u << 2,    /* merge with the other processes of this
+					  user's trust domain, through samepaged;
+					  the daemon paces and owns the knobs */
 };
 
 /* Create an engine for this process. run starts at 0, like the kernel's.
@@ -298,6 +301,11 @@ SP_API int sp_mremap(sp_engine *e, void *old_addr, size_t old_len, size_t new_le
 SP_API int sp_mmap(sp_engine *e, void *addr, size_t len, int prot, int flags, int fd, off_t off,
 		   void **out);
 
+/* True while the calling thread is inside the engine (holding its lock):
+ * an interposer of mmap/munmap/madvise must then pass calls straight to
+ * the kernel, or the engine would wait for itself. */
+SP_API bool sp_in_engine(void);
+
 /* "Merge any" like PR_SET_MEMORY_MERGE: every private anonymous mapping of
  * at least min_bytes is registered now and at each full scan. */
 SP_API int sp_engine_merge_any(sp_engine *e, bool enable, size_t min_bytes);
@@ -329,6 +337,46 @@ typedef struct sp_engine_info {
 } sp_engine_info;
 
 SP_API int sp_engine_info_get(sp_engine *e, sp_engine_info *out);
+
+/* ------------------------------------------------------------------------
+ * samepaged: merging across the processes of a trust domain
+ * ---------------------------------------------------------------------- */
+
+/* The daemon's socket: system-wide (/run/samepage/samepaged.sock) or this
+ * user's ($SAMEPAGE_SOCKET, else $XDG_RUNTIME_DIR/samepage/samepaged.sock,
+ * else /tmp/samepage-UID/samepaged.sock). */
+SP_API int sp_socket_path(bool system, char *buf, size_t len);
+
+typedef struct sp_daemon sp_daemon;
+
+typedef struct sp_daemon_config {
+	const char *socket;    /* NULL: sp_socket_path(system) */
+	bool system;           /* serve every user, one trust domain per uid */
+	bool stopped;          /* start with run=0 (the default is run=1) */
+	int verbose;           /* 0 quiet, 1 connections and errors, 2 more */
+} sp_daemon_config;
+
+/* Listen (the socket's directory is created private to the user);
+ * -EADDRINUSE if a daemon already serves that socket. */
+SP_API int sp_daemon_new(const sp_daemon_config *cfg, sp_daemon **out);
+/* Serve until sp_daemon_stop() (which may be called from a signal handler). */
+SP_API int sp_daemon_run(sp_daemon *d);
+SP_API void sp_daemon_stop(sp_daemon *d);
+SP_API void sp_daemon_free(sp_daemon *d);
+SP_API const char *sp_daemon_socket(const sp_daemon *d);
+
+/* Control of a daemon: the knobs and counters of the caller's trust domain. */
+typedef struct sp_ctl sp_ctl;
+
+/* socket NULL: the user's daemon, else the system one. -ENOENT/-ECONNREFUSED
+ * when none runs. */
+SP_API int sp_ctl_open(const char *socket, sp_ctl **out);
+SP_API void sp_ctl_close(sp_ctl *c);
+SP_API int sp_ctl_sample(sp_ctl *c, sp_sample *out);
+/* Same rules as sp_ksm_set(); on a system daemon only root may change knobs. */
+SP_API int sp_ctl_set(sp_ctl *c, const sp_setting *set, size_t n, unsigned flags, sp_diag *d);
+/* The domain's client processes with their counters (free() *out). */
+SP_API int sp_ctl_processes(sp_ctl *c, sp_proc_ksm **out, size_t *n);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,25 @@
 #include <unistd.h>
 
 #define THREAD_STACK (2u << 20)  /* sanitizers want more than 900 KiB */
+
+static __thread int lock_depth;
+
+void _sp_lock(sp_engine *e)
+{
+	pthread_mutex_lock(&e->lock);
+	lock_depth++;
+}
+
+void _sp_unlock(sp_engine *e)
+{
+	lock_depth--;
+	pthread_mutex_unlock(&e->lock);
+}
+
+bool sp_in_engine(void)
+{
+	return lock_depth > 0;
+}
 
 /* Every engine of the process, for fork handling. */
 static sp_engine *engines;
@@ -29,8 +49,11 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&engines_lock);
-	for (sp_engine *e = engines; e; e = e->next)
-		pthread_mutex_lock(&e->lock);
+	for (sp_engine *e = engines; e; e = e->next) {
+		_sp_lock(e);
+		if (e->remote)
+			_sp_remote_forking(e);  /* before any reference of ours can go */
+	}
 }
 
 static void fork_parent(void)
@@ -38,7 +61,7 @@ static void fork_parent(void)
 	for (sp_engine *e = engines; e; e = e->next) {
 		/* The child maps every store page mapped so far: never punch those. */
 		e->store.fork_gen++;
-		pthread_mutex_unlock(&e->lock);
+		_sp_unlock(e);
 	}
 	pthread_mutex_unlock(&engines_lock);
 }
@@ -53,7 +76,9 @@ static void fork_child(void)
 		e->thread_started = false;
 		e->store.fork_gen++;
 		e->store.no_punch = true;
-		pthread_mutex_unlock(&e->lock);
+		if (e->remote)
+			_sp_remote_child(e);
+		_sp_unlock(e);
 	}
 	pthread_mutex_unlock(&engines_lock);
 }
@@ -119,8 +144,8 @@ static int engine_write(void *ctx, int p, int64_t v)
 {
 	sp_engine *e = ctx;
 	int r = 0;
-	pthread_mutex_lock(&e->lock);
-	if (p == SP_RUN && v == 2 && !e->inert) {
+	_sp_lock(e);
+	if (p == SP_RUN && v == 2 && !e->inert && !e->remote) {
 		/* run=2: every merged page back to private memory; ranges stay registered. */
 		r = _sp_unmerge_all(e, true);
 		if (!r)
@@ -139,7 +164,7 @@ static int engine_write(void *ctx, int p, int64_t v)
 	if (!r)
 		e->knob[p] = v;
 	pthread_cond_broadcast(&e->cond);
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return r;
 }
 
@@ -156,6 +181,12 @@ int sp_engine_set(sp_engine *e, const sp_setting *set, size_t n, unsigned flags,
 	if (!e) {
 		_sp_diag(d, -EINVAL, -1, "invalid arguments (no engine)");
 		return -EINVAL;
+	}
+	if (e->remote) {
+		_sp_diag(d, -EOPNOTSUPP, -1,
+			 "the knobs of a shared engine belong to samepaged: use sp_ctl_set() or "
+			 "`samepage set --engine user`");
+		return -EOPNOTSUPP;
 	}
 	for (size_t i = 0; i < n && set; i++) {
 		int p = sp_param_lookup(set[i].name);
@@ -182,7 +213,7 @@ int sp_engine_sample(sp_engine *e, sp_sample *s)
 		return -EINVAL;
 	memset(s, 0, sizeof(*s));
 	s->page_size = (long)SP_PAGE;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	s->when_ns = _sp_now_ns();
 	for (int p = 0; p < SP_PARAM_COUNT; p++) {
 		const sp_param_info *in = sp_param_describe(p);
@@ -204,7 +235,7 @@ int sp_engine_sample(sp_engine *e, sp_sample *s)
 	s->value[SP_GENERAL_PROFIT] = (sharing + zero) * (int64_t)SP_PAGE - metadata_bytes(e);
 	s->value[SP_COW_KSM] = (int64_t)e->cow_ksm;
 	s->value[SP_PAGES_SKIPPED_MAX_MAP_COUNT] = (int64_t)e->skipped_map_count;
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	/* Everything but ksm_swpin_copy: store pages are never swapped in as copies. */
 	for (int p = 0; p < SP_PARAM_COUNT; p++)
 		if (p != SP_KSM_SWPIN_COPY)
@@ -220,7 +251,7 @@ int sp_engine_stat(sp_engine *e, sp_proc_ksm *out)
 	out->pid = getpid();
 	out->uid = getuid();
 	snprintf(out->comm, sizeof(out->comm), "%s", program_invocation_short_name);
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	uint64_t merging = e->state_count[SP_PG_MERGED];
 	uint64_t zero = e->state_count[SP_PG_ZERO];
 	uint64_t tracked = 0;
@@ -232,7 +263,7 @@ int sp_engine_stat(sp_engine *e, sp_proc_ksm *out)
 	out->ksm_process_profit = (int64_t)(e->pages_sharing + zero) * (int64_t)SP_PAGE - metadata_bytes(e);
 	out->ksm_merge_any = e->merge_any;
 	out->ksm_mergeable = e->nranges > 0;
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return 0;
 }
 
@@ -240,7 +271,7 @@ int sp_engine_info_get(sp_engine *e, sp_engine_info *out)
 {
 	if (!e || !out)
 		return -EINVAL;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	out->change_detection = e->tracking ? "write-tracking" : "checksum";
 	out->user_mode_only = e->uffd.user_mode_only;
 	out->vmas = e->vmas;
@@ -250,13 +281,12 @@ int sp_engine_info_get(sp_engine *e, sp_engine_info *out)
 		if (e->ranges[i])
 			pages += e->ranges[i]->npages;
 	out->registered_pages = pages;
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return 0;
 }
 
 /* ------------------------------------------------------------ scanning */
 
-static void any_refresh(sp_engine *e);
 
 /* One batch under the lock; large budgets in slices so that the
  * application's own calls are not held up for long. */
@@ -265,16 +295,16 @@ static int scan_once(sp_engine *e, int64_t budget)
 	int total = 0;
 	while (budget > 0) {
 		size_t slice = budget > 4096 ? 4096 : (size_t)budget;
-		pthread_mutex_lock(&e->lock);
+		_sp_lock(e);
 		if (e->knob[SP_RUN] != 1 || e->inert) {
-			pthread_mutex_unlock(&e->lock);
+			_sp_unlock(e);
 			break;
 		}
 		uint64_t scans = e->full_scans;
 		int n = _sp_scan_batch(e, slice);
 		if (e->full_scans != scans && e->merge_any)
-			any_refresh(e);
-		pthread_mutex_unlock(&e->lock);
+			_sp_any_refresh(e);
+		_sp_unlock(e);
 		total += n;
 		budget -= (int64_t)slice;
 		if (n == 0)
@@ -304,14 +334,14 @@ int sp_engine_wait_scans(sp_engine *e, unsigned scans, int timeout_ms)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	uint64_t want = e->full_scans + scans;
 	int r = 0;
 	while (e->full_scans < want && r == 0) {
 		if (e->flags & SP_ENGINE_MANUAL) {
-			pthread_mutex_unlock(&e->lock);
+			_sp_unlock(e);
 			int n = scan_once(e, e->knob[SP_PAGES_TO_SCAN]);
-			pthread_mutex_lock(&e->lock);
+			_sp_lock(e);
 			struct timespec now;
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if (n <= 0 && e->full_scans < want && (e->knob[SP_RUN] != 1 || e->nranges == 0))
@@ -325,23 +355,23 @@ int sp_engine_wait_scans(sp_engine *e, unsigned scans, int timeout_ms)
 		if (w == ETIMEDOUT)
 			r = e->full_scans >= want ? 0 : -ETIMEDOUT;
 	}
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return r;
 }
 
 static void *scanner_main(void *arg)
 {
 	sp_engine *e = arg;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	while (!e->stopping) {
 		if (e->knob[SP_RUN] != 1) {
 			pthread_cond_wait(&e->cond, &e->lock);
 			continue;
 		}
 		int64_t budget = e->knob[SP_PAGES_TO_SCAN];
-		pthread_mutex_unlock(&e->lock);
+		_sp_unlock(e);
 		scan_once(e, budget > 0 ? budget : 1);
-		pthread_mutex_lock(&e->lock);
+		_sp_lock(e);
 		if (e->stopping)
 			break;
 		int64_t ms = e->knob[SP_SLEEP_MILLISECS];
@@ -356,11 +386,11 @@ static void *scanner_main(void *arg)
 		if (ms > 0)
 			pthread_cond_timedwait(&e->cond, &e->lock, &until);
 	}
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return NULL;
 }
 
-static int start_thread(sp_engine *e)
+static int start_thread(sp_engine *e, void *(*main_fn)(void *))
 {
 	/* The thread's stack (and its TLS, which glibc puts there) is meta
 	 * memory: never registered, so never frozen under the scanner. */
@@ -373,7 +403,7 @@ static int start_thread(sp_engine *e)
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);  /* the thread inherits: no handlers run on it */
-	int r = pthread_create(&e->thread, &attr, scanner_main, e);
+	int r = pthread_create(&e->thread, &attr, main_fn, e);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	if (r) {
@@ -389,8 +419,9 @@ static int start_thread(sp_engine *e)
 
 int sp_engine_new(unsigned flags, sp_engine **out)
 {
-	if (!out || (flags & ~(unsigned)(SP_ENGINE_CHECKSUM | SP_ENGINE_MANUAL)))
-		return -EINVAL;
+	if (!out || (flags & ~(unsigned)(SP_ENGINE_CHECKSUM | SP_ENGINE_MANUAL | SP_ENGINE_SHARED)) ||
+	    ((flags & SP_ENGINE_SHARED) && (flags & SP_ENGINE_MANUAL)))
+		return -EINVAL;  /* a shared engine is paced by the daemon */
 	*out = NULL;
 	if (sysconf(_SC_PAGESIZE) != (long)SP_PAGE)
 		return -EOPNOTSUPP;
@@ -413,6 +444,19 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 		return r;
 	}
 	e->tracking = e->uffd.write_tracking;
+	/* Both modes read /proc/self/pagemap (presence, copies on write). A
+	 * process that changed uid without exec is not dumpable and cannot. */
+	if (!e->tracking) {
+		int pm = _sp_prim_open("/proc/self/pagemap", O_RDONLY, 0);
+		if (pm < 0) {
+			_sp_set_last_error("cannot read /proc/self/pagemap (a process that changed its uid "
+					   "without exec is not dumpable: PR_SET_DUMPABLE)");
+			_sp_uffd_close(&e->uffd);
+			_sp_meta_free(e, sizeof(*e));
+			return pm;
+		}
+		e->uffd.pagemap = pm;
+	}
 	const char *fake = getenv("SAMEPAGE_FAKE_NUMA_NODES");
 	e->fake_numa = fake ? atoi(fake) : 0;
 	if (e->fake_numa < 0 || e->fake_numa > SP_MAX_NODES)
@@ -438,8 +482,16 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	e->vmas = _sp_maps_count();
 	char buf[32];
 	e->max_map_count = _sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0 ? atoi(buf) : 65530;
-	if (!(flags & SP_ENGINE_MANUAL)) {
-		r = start_thread(e);
+	if (flags & SP_ENGINE_SHARED) {
+		r = _sp_remote_init(e);
+		if (!r)
+			r = start_thread(e, _sp_remote_main);
+		if (r) {
+			sp_engine_free(e);
+			return r;
+		}
+	} else if (!(flags & SP_ENGINE_MANUAL)) {
+		r = start_thread(e, scanner_main);
 		if (r) {
 			sp_engine_free(e);
 			return r;
@@ -465,14 +517,14 @@ int sp_engine_free(sp_engine *e)
 		}
 	pthread_mutex_unlock(&engines_lock);
 	if (e->thread_started) {
-		pthread_mutex_lock(&e->lock);
+		_sp_lock(e);
 		e->stopping = true;
 		pthread_cond_broadcast(&e->cond);
-		pthread_mutex_unlock(&e->lock);
+		_sp_unlock(e);
 		pthread_join(e->thread, NULL);
 	}
 	int r = 0;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	if (!e->inert) {
 		r = _sp_unmerge_all(e, false);
 		for (uint32_t id = 0; id < e->nranges; id++) {
@@ -481,13 +533,16 @@ int sp_engine_free(sp_engine *e)
 				_sp_track_unregister(e, rg->start, rg->npages * SP_PAGE);
 		}
 	}
+	if (e->remote)
+		_sp_remote_flush(e);
 	/* Pages that could not be unmerged keep their mapping: do not punch. */
 	e->store.no_punch = true;
 	for (uint32_t id = 0; id < e->nranges; id++)
 		if (e->ranges[id])
 			_sp_range_cut(e, e->ranges[id]->start,
 				      e->ranges[id]->start + e->ranges[id]->npages * SP_PAGE);
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
+	_sp_remote_fini(e);
 	_sp_uffd_close(&e->uffd);
 	_sp_store_fini(&e->store);
 	_sp_index_fini(&e->stable.ix);
@@ -516,14 +571,15 @@ int _sp_engine_register(sp_engine *e, uintptr_t start, uintptr_t end, bool any, 
 		snprintf(why, whylen, "the range holds the engine's own memory");
 		return -EINVAL;
 	}
-	struct sp_vma *v;
-	size_t n;
+	struct sp_vmas m;
 	int r = _sp_maps_check(start, end, e->store.name, why, whylen);
 	if (r)
 		return r;
-	r = _sp_maps_read(start, end, e->store.name, &v, &n);
+	r = _sp_maps_read(start, end, e->store.name, &m);
 	if (r)
 		return r;
+	struct sp_vma *v = m.v;
+	size_t n = m.n;
 	for (size_t i = 0; i < n && !r; i++) {
 		uintptr_t s = v[i].start > start ? v[i].start : start;
 		uintptr_t t = v[i].end < end ? v[i].end : end;
@@ -558,7 +614,7 @@ int _sp_engine_register(sp_engine *e, uintptr_t start, uintptr_t end, bool any, 
 			a = b;
 		}
 	}
-	free(v);
+	_sp_maps_free(&m);
 	return r;
 }
 
@@ -586,16 +642,17 @@ int _sp_engine_unregister(sp_engine *e, uintptr_t start, uintptr_t end)
 }
 
 /* "Merge any": every private anonymous mapping big enough, except stacks. */
-static void any_refresh(sp_engine *e)
+void _sp_any_refresh(sp_engine *e)
 {
 	int64_t now = _sp_now_ns();
 	if (now - e->any_refreshed_ns < 1000000000LL)
 		return;
 	e->any_refreshed_ns = now;
-	struct sp_vma *v;
-	size_t n;
-	if (_sp_maps_read(0, UINTPTR_MAX, e->store.name, &v, &n))
+	struct sp_vmas m;
+	if (_sp_maps_read(0, UINTPTR_MAX, e->store.name, &m))
 		return;
+	struct sp_vma *v = m.v;
+	size_t n = m.n;
 	for (size_t i = 0; i < n; i++) {
 		/* Threads' stacks (and the thread control block, with its rseq
 		 * area, at their top) sit right above a PROT_NONE guard: never
@@ -609,7 +666,7 @@ static void any_refresh(sp_engine *e)
 		char why[160];
 		_sp_engine_register(e, v[i].start, v[i].end, true, why, sizeof(why));
 	}
-	free(v);
+	_sp_maps_free(&m);
 }
 
 int sp_engine_merge_any(sp_engine *e, bool enable, size_t min_bytes)
@@ -618,13 +675,13 @@ int sp_engine_merge_any(sp_engine *e, bool enable, size_t min_bytes)
 		return -EINVAL;
 	if (e->inert)
 		return -ECHILD;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	int r = 0;
 	if (enable) {
 		e->merge_any = true;
 		e->any_min = min_bytes < SP_PAGE ? SP_PAGE : min_bytes;
 		e->any_refreshed_ns = 0;
-		any_refresh(e);
+		_sp_any_refresh(e);
 	} else if (e->merge_any) {
 		/* Like PR_SET_MEMORY_MERGE=0: unmerge what "merge any" registered. */
 		e->merge_any = false;
@@ -634,6 +691,6 @@ int sp_engine_merge_any(sp_engine *e, bool enable, size_t min_bytes)
 				r = _sp_engine_unregister(e, rg->start, rg->start + rg->npages * SP_PAGE);
 		}
 	}
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return r;
 }

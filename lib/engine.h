@@ -28,7 +28,7 @@ void *_sp_meta_alloc(size_t len);
 void _sp_meta_free(void *p, size_t len);
 void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len);
 bool _sp_meta_overlaps(uintptr_t start, uintptr_t end);
-void *_sp_meta_map_file(int fd, size_t len);
+void *_sp_meta_map_file(int fd, size_t len, int prot);
 int _sp_meta_move_to(void *p, size_t len, void *dst);
 
 /* ------------------------------------------------------------ maps.c */
@@ -41,7 +41,13 @@ struct sp_vma {
 	bool shared, file, store, hugetlb, locked, uffd, special, thp, growsdown;
 };
 
-int _sp_maps_read(uintptr_t start, uintptr_t end, const char *store_name, struct sp_vma **out, size_t *n);
+struct sp_vmas {
+	struct sp_vma *v;
+	size_t n, cap;
+};
+/* The VMAs overlapping [start,end), in meta memory (no libc allocation). */
+int _sp_maps_read(uintptr_t start, uintptr_t end, const char *store_name, struct sp_vmas *out);
+void _sp_maps_free(struct sp_vmas *m);
 /* 0 if [start,end) is all private anonymous memory we may register; else
  * -EINVAL (what kind of memory in why) or -ENOMEM (a gap). */
 int _sp_maps_check(uintptr_t start, uintptr_t end, const char *store_name, char *why, size_t whylen);
@@ -92,6 +98,7 @@ struct sp_spage {                   /* one merged content */
 
 struct sp_segment {
 	int fd;
+	int rofd;                   /* read-only reopening, for the daemon's clients */
 	int node;                   /* NUMA node its pages are placed on */
 	uint8_t *view;              /* MAP_SHARED: where contents are written and compared */
 	uint32_t used;              /* bump allocator */
@@ -117,6 +124,11 @@ void _sp_store_fini(struct sp_store *s);
 /* A new store page holding a copy of src; returns its id or -errno. */
 int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_t node);
 const void *_sp_store_data(const struct sp_store *s, uint32_t id);
+/* A client's view of a daemon segment (read-only); takes ownership of fd. */
+int _sp_store_attach(struct sp_store *s, uint32_t seg, int fd);
+bool _sp_store_has(const struct sp_store *s, uint32_t id);
+/* A read-only fd of the segment (clients map it privately, cannot alter it). */
+int _sp_store_ro_fd(struct sp_store *s, uint32_t seg);
 /* fd and offset to mmap the page from */
 void _sp_store_where(const struct sp_store *s, uint32_t id, int *fd, off_t *off);
 /* One mapping less; frees the page when safe (no fork since it was mapped). */
@@ -249,6 +261,7 @@ struct sp_engine {
 	struct page_region *vec;     /* PAGEMAP_SCAN results */
 	size_t veclen;
 	struct sp_engine *next;      /* all engines of the process, for fork */
+	struct sp_remote *remote;    /* client of samepaged (SP_ENGINE_SHARED), else NULL */
 };
 
 static inline uint64_t _sp_key(const struct sp_engine *e, const struct sp_page *pg)
@@ -324,6 +337,26 @@ int _sp_scan_batch(sp_engine *e, size_t budget);
 void _sp_advisor_start(sp_engine *e);
 void _sp_advisor_stop(sp_engine *e);
 
+/* client.c: the engine as a client of samepaged */
+int _sp_remote_init(sp_engine *e);
+void _sp_remote_fini(sp_engine *e);
+void *_sp_remote_main(void *arg);
+void _sp_remote_queue(sp_engine *e, uint32_t rid, size_t i, uint64_t key, uint8_t node);
+bool _sp_remote_full(const sp_engine *e);
+size_t _sp_remote_resolve(sp_engine *e, size_t njobs);
+void _sp_remote_ref(sp_engine *e, uint32_t id, int refs, int sharers);
+void _sp_remote_forget(sp_engine *e, uint64_t key, uintptr_t addr);
+void _sp_remote_flush(sp_engine *e);
+bool _sp_remote_connected(const sp_engine *e);
+void _sp_remote_forking(sp_engine *e);
+void _sp_remote_child(sp_engine *e);
+
 /* engine.c */
+/* The engine's lock; the thread-local depth tells the preload library
+ * that calls made under it come from the engine itself (sp_in_engine). */
+void _sp_lock(sp_engine *e);
+void _sp_unlock(sp_engine *e);
 int _sp_engine_register(sp_engine *e, uintptr_t start, uintptr_t end, bool any, char *why, size_t whylen);
 int _sp_engine_unregister(sp_engine *e, uintptr_t start, uintptr_t end);
+/* "Merge any": register new mappings (at most once a second). */
+void _sp_any_refresh(sp_engine *e);

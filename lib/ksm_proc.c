@@ -36,13 +36,13 @@ static int read_pid_stat(sp_ksm *k, pid_t pid, struct pid_stat *out)
 		return -EIO;
 	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt
 	 * cmajflt utime stime cutime cstime prio nice threads itreal start */
-	unsigned long long f[20];
+	unsigned long long f[19];
 	char state;
-	int got = sscanf(p + 2, "%c %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu",
+	/* fields 4 (ppid) to 22 (starttime): 19 numbers */
+	int got = sscanf(p + 2, "%c %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu",
 			 &state, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9],
-			 &f[10], &f[11], &f[12], &f[13], &f[14], &f[15], &f[16], &f[17]);
-	(void)f[0];
-	if (got < 19)
+			 &f[10], &f[11], &f[12], &f[13], &f[14], &f[15], &f[16], &f[17], &f[18]);
+	if (got < 20)
 		return -EIO;
 	out->state = state;
 	out->flags = (unsigned long)f[5];
@@ -183,11 +183,17 @@ int sp_proc_ksm_read(sp_ksm *k, pid_t pid, sp_proc_ksm *out)
 	if ((found & F_RMAP) && !(found & F_PROFIT))
 		out->ksm_process_profit = (out->ksm_merging_pages + out->ksm_zero_pages) * k->page_size -
 					  out->ksm_rmap_items * SP_RMAP_ITEM_BYTES;
-	snprintf(rel, sizeof(rel), "/proc/%d", (int)pid);
+	/* The real uid from status (the owner of /proc/PID is not it in a
+	 * recorded tree, nor for a process that is not dumpable). */
 	out->uid = (uid_t)-1;
-	struct stat st;
-	if (_sp_ksm_path(k, rel, path, sizeof(path)) == 0 && stat(path, &st) == 0)
-		out->uid = st.st_uid;
+	char status[4096];
+	snprintf(rel, sizeof(rel), "/proc/%d/status", (int)pid);
+	if (_sp_ksm_path(k, rel, path, sizeof(path)) == 0 && _sp_read_file(path, status, sizeof(status)) > 0) {
+		const char *u = strstr(status, "\nUid:");
+		unsigned uid;
+		if (u && sscanf(u + 5, "%u", &uid) == 1)
+			out->uid = uid;
+	}
 	if (read_comm(k, pid, out->comm, sizeof(out->comm)))
 		snprintf(out->comm, sizeof(out->comm), "?");
 	return 0;

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* True if the two-letter flag appears in a VmFlags line. */
@@ -42,66 +41,153 @@ static void classify(struct sp_vma *v, const char *perms, unsigned long inode, c
 	v->growsdown = has_flag(vmflags, "gd");
 }
 
-int _sp_maps_read(uintptr_t start, uintptr_t end, const char *store_name, struct sp_vma **out, size_t *n)
+/* A line reader over /proc/self/smaps with a fixed buffer: no stdio, no
+ * malloc. The preload library interposes munmap, and free() may call it:
+ * the engine must not call into libc's allocator while it holds its lock. */
+struct line_reader {
+	int fd;
+	char buf[65536];
+	size_t len, pos;
+};
+
+static bool next_line(struct line_reader *lr, char *line, size_t cap)
 {
-	*out = NULL;
-	*n = 0;
-	FILE *f = fopen("/proc/self/smaps", "re");
-	if (!f)
-		return -errno;
+	size_t n = 0;
+	for (;;) {
+		if (lr->pos == lr->len) {
+			ssize_t r = _sp_prim_read(lr->fd, lr->buf, sizeof(lr->buf));
+			if (r <= 0) {
+				line[n < cap ? n : cap - 1] = 0;
+				return n > 0;
+			}
+			lr->len = (size_t)r;
+			lr->pos = 0;
+		}
+		char c = lr->buf[lr->pos++];
+		if (c == '\n') {
+			line[n < cap ? n : cap - 1] = 0;
+			return true;
+		}
+		if (n + 1 < cap)
+			line[n] = c;
+		n++;
+	}
+}
+
+static unsigned long hex(const char **p)
+{
+	unsigned long v = 0;
+	for (;; (*p)++) {
+		char c = **p;
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return v;
+		v = v * 16 + (unsigned long)d;
+	}
+}
+
+/* "start-end perms offset dev inode path": true if this is a VMA header. */
+static bool parse_header(const char *line, struct sp_vma *v)
+{
+	const char *p = line;
+	unsigned long s = hex(&p);
+	if (*p != '-')
+		return false;
+	p++;
+	unsigned long e = hex(&p);
+	if (*p != ' ')
+		return false;
+	p++;
+	memset(v, 0, sizeof(*v));
+	v->start = s;
+	v->end = e;
+	for (int i = 0; i < 4 && *p && *p != ' '; i++)
+		v->perms[i] = *p++;
+	/* offset, dev, inode */
+	for (int field = 0; field < 3; field++) {
+		while (*p == ' ')
+			p++;
+		const char *f = p;
+		while (*p && *p != ' ')
+			p++;
+		if (field == 2) {
+			unsigned long ino = 0;
+			for (; f < p; f++)
+				ino = ino * 10 + (unsigned long)(*f - '0');
+			v->inode = ino;
+		}
+	}
+	while (*p == ' ')
+		p++;
+	snprintf(v->path, sizeof(v->path), "%s", p);
+	return true;
+}
+
+int _sp_maps_read(uintptr_t start, uintptr_t end, const char *store_name, struct sp_vmas *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct line_reader *lr = _sp_meta_alloc(sizeof(*lr));
+	if (!lr)
+		return -ENOMEM;
+	lr->fd = _sp_prim_open("/proc/self/smaps", O_RDONLY, 0);
+	if (lr->fd < 0) {
+		int r = lr->fd;
+		_sp_meta_free(lr, sizeof(*lr));
+		return r;
+	}
 	size_t cap = 0, count = 0;
-	struct sp_vma *list = NULL, *cur = NULL;
-	char line[512], perms[8], path[256];
+	struct sp_vma *list = NULL, *cur = NULL, hdr;
+	char line[512];
 	int r = 0;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long s, e, off, inode;
-		unsigned dmaj, dmin;
-		int consumed = 0;
-		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu %n", &s, &e, perms, &off, &dmaj, &dmin, &inode,
-			   &consumed) >= 7 && strchr(line, '-') < strchr(line, ' ')) {
+	while (next_line(lr, line, sizeof(line))) {
+		if (parse_header(line, &hdr)) {
 			cur = NULL;
-			if (e <= start || s >= end)
+			if (hdr.end <= start || hdr.start >= end)
 				continue;
 			if (count == cap) {
-				cap = cap ? cap * 2 : 16;
-				struct sp_vma *g = realloc(list, cap * sizeof(*g));
+				size_t ncap = cap ? cap * 2 : 64;
+				struct sp_vma *g = _sp_meta_realloc(list, cap * sizeof(*g), ncap * sizeof(*g));
 				if (!g) {
 					r = -ENOMEM;
 					break;
 				}
 				list = g;
+				cap = ncap;
 			}
 			cur = &list[count++];
-			memset(cur, 0, sizeof(*cur));
-			cur->start = s;
-			cur->end = e;
-			snprintf(path, sizeof(path), "%s", line + consumed);
-			path[strcspn(path, "\n")] = 0;
-			snprintf(cur->path, sizeof(cur->path), "%s", path);
-			cur->inode = inode;
-			snprintf(cur->perms, sizeof(cur->perms), "%s", perms);
+			*cur = hdr;
 			continue;
 		}
 		if (cur && strncmp(line, "VmFlags:", 8) == 0)
 			classify(cur, cur->perms, cur->inode, cur->path, line + 8, store_name);
 	}
-	fclose(f);
+	_sp_prim_close(lr->fd);
+	_sp_meta_free(lr, sizeof(*lr));
 	if (r) {
-		free(list);
+		_sp_meta_free(list, cap * sizeof(*list));
 		return r;
 	}
-	*out = list;
-	*n = count;
+	out->v = list;
+	out->n = count;
+	out->cap = cap;
 	return 0;
+}
+
+void _sp_maps_free(struct sp_vmas *m)
+{
+	if (m->v)
+		_sp_meta_free(m->v, m->cap * sizeof(*m->v));
+	memset(m, 0, sizeof(*m));
 }
 
 int _sp_maps_check(uintptr_t start, uintptr_t end, const char *store_name, char *why, size_t whylen)
 {
-	struct sp_vma *v;
-	size_t n;
-	int r = _sp_maps_read(start, end, store_name, &v, &n);
+	struct sp_vmas m;
+	int r = _sp_maps_read(start, end, store_name, &m);
 	if (r)
 		return r;
+	struct sp_vma *v = m.v;
+	size_t n = m.n;
 	uintptr_t at = start;
 	r = 0;
 	for (size_t i = 0; i < n && !r; i++) {
@@ -129,7 +215,7 @@ int _sp_maps_check(uintptr_t start, uintptr_t end, const char *store_name, char 
 		snprintf(why, whylen, "%#lx-%#lx is not mapped", (unsigned long)at, (unsigned long)end);
 		r = -ENOMEM;
 	}
-	free(v);
+	_sp_maps_free(&m);
 	return r;
 }
 

@@ -223,7 +223,9 @@ static void apply_maps(sp_engine *e)
 static void mark_changed(sp_engine *e, uint32_t rid, size_t i)
 {
 	struct sp_page *pg = &e->ranges[rid]->pg[i];
-	if (pg->state == SP_PG_UNSHARED)
+	if (pg->state == SP_PG_UNSHARED && e->remote)
+		_sp_remote_forget(e, _sp_key(e, pg), e->ranges[rid]->start + i * SP_PAGE);
+	else if (pg->state == SP_PG_UNSHARED)
 		_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
 	if (pg->state != SP_PG_MERGED && pg->state != SP_PG_COWED)
 		_sp_page_set_state(e, pg, SP_PG_WRITTEN);
@@ -234,6 +236,12 @@ static void make_unshared(sp_engine *e, uint32_t rid, size_t i)
 {
 	struct sp_page *pg = &e->ranges[rid]->pg[i];
 	uint64_t other;
+	if (e->remote) {
+		/* the daemon's index decides; look it up again next visit */
+		if (pg->state != SP_PG_COWED)
+			_sp_page_set_state(e, pg, SP_PG_WRITTEN);
+		return;
+	}
 	if (pg->state == SP_PG_COWED || _sp_index_get(&e->unstable, _sp_key(e, pg), &other)) {
 		if (pg->state != SP_PG_COWED)
 			_sp_page_set_state(e, pg, SP_PG_WRITTEN);
@@ -246,7 +254,8 @@ static void make_unshared(sp_engine *e, uint32_t rid, size_t i)
 static bool store_usable(sp_engine *e, uint32_t id, uint64_t hash)
 {
 	struct sp_spage *s = &e->store.pg[id];
-	return s->live && s->hash == hash && s->sharers < (uint64_t)e->knob[SP_MAX_PAGE_SHARING];
+	/* Across processes the daemon counts sharers and keeps the limit. */
+	return s->live && s->hash == hash && (e->remote || s->sharers < (uint64_t)e->knob[SP_MAX_PAGE_SHARING]);
 }
 
 static void do_job(sp_engine *e, struct sp_job *j)
@@ -472,6 +481,8 @@ int _sp_unmerge_run(sp_engine *e, uint32_t rid, size_t first, size_t npages, boo
 		int rc = unmerge_subrun(e, rid, i, k, keep_registered);
 		if (rc)
 			return rc;
+		if (e->remote)
+			_sp_remote_flush(e);  /* thawed: keep the queue of releases short */
 		r = e->ranges[rid];
 		i += k;
 	}

@@ -104,7 +104,7 @@ static void release(uintptr_t start, size_t len)
 }
 
 /* A block of the arena, mapped anonymous (fd < 0) or from fd, shared. */
-static void *take(size_t len, int fd)
+static void *take(size_t len, int fd, int prot)
 {
 	if (!arena_end && reserve())
 		return NULL;
@@ -114,7 +114,7 @@ static void *take(size_t len, int fd)
 		uintptr_t at = free_ext[i].start;
 		void *p;
 		int flags = fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED : MAP_SHARED | MAP_FIXED;
-		if (_sp_prim_mmap((void *)at, len, PROT_READ | PROT_WRITE, flags, fd, 0, &p))
+		if (_sp_prim_mmap((void *)at, len, prot, flags, fd, 0, &p))
 			return NULL;
 		if (fd < 0)
 			prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, at, len, (unsigned long)"samepage-meta");
@@ -134,16 +134,16 @@ void *_sp_meta_alloc(size_t len)
 {
 	len = round_up(len ? len : 1);
 	pthread_mutex_lock(&meta_lock);
-	void *p = take(len, -1);
+	void *p = take(len, -1, PROT_READ | PROT_WRITE);
 	pthread_mutex_unlock(&meta_lock);
 	return p;
 }
 
 /* A shared view of a file (a store segment), placed in the arena. */
-void *_sp_meta_map_file(int fd, size_t len)
+void *_sp_meta_map_file(int fd, size_t len, int prot)
 {
 	pthread_mutex_lock(&meta_lock);
-	void *p = take(round_up(len), fd);
+	void *p = take(round_up(len), fd, prot);
 	pthread_mutex_unlock(&meta_lock);
 	return p;
 }
@@ -187,7 +187,7 @@ void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len)
 	if (o == n)
 		return p;
 	pthread_mutex_lock(&meta_lock);
-	void *q = take(n, -1);
+	void *q = take(n, -1, PROT_READ | PROT_WRITE);
 	if (q) {
 		memcpy(q, p, o < n ? o : n);
 		release((uintptr_t)p, o);

@@ -75,6 +75,13 @@ bool _sp_range_overlaps(sp_engine *e, uintptr_t start, uintptr_t end)
 
 void _sp_spage_put(sp_engine *e, uint32_t id)
 {
+	if (e->remote) {
+		struct sp_spage *s = &e->store.pg[id];
+		if (s->refs)
+			s->refs--;
+		_sp_remote_ref(e, id, -1, 0);
+		return;
+	}
 	_sp_stable_put(&e->stable, id);
 }
 
@@ -88,6 +95,8 @@ void _sp_share_add(sp_engine *e, uint32_t id)
 		e->pages_shared++;
 	else
 		e->pages_sharing++;
+	if (e->remote)
+		_sp_remote_ref(e, id, 1, 1);
 }
 
 void _sp_share_drop(sp_engine *e, uint32_t id)
@@ -99,6 +108,8 @@ void _sp_share_drop(sp_engine *e, uint32_t id)
 		e->pages_shared--;
 	else
 		e->pages_sharing--;
+	if (e->remote)
+		_sp_remote_ref(e, id, 0, -1);
 }
 
 void _sp_page_forget(sp_engine *e, uint32_t rid, size_t i)
@@ -106,7 +117,10 @@ void _sp_page_forget(sp_engine *e, uint32_t rid, size_t i)
 	struct sp_page *pg = &e->ranges[rid]->pg[i];
 	switch (pg->state) {
 	case SP_PG_UNSHARED:
-		_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
+		if (e->remote)
+			_sp_remote_forget(e, _sp_key(e, pg), e->ranges[rid]->start + i * SP_PAGE);
+		else
+			_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
 		break;
 	case SP_PG_MERGED:
 		_sp_share_drop(e, pg->ref);

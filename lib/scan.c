@@ -66,7 +66,10 @@ static void set_written(sp_engine *e, uint32_t rid, size_t i, bool present)
 	case SP_PG_COWED:
 		return;  /* handled by the caller */
 	case SP_PG_UNSHARED:
-		_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
+		if (e->remote)
+			_sp_remote_forget(e, _sp_key(e, pg), e->ranges[rid]->start + i * SP_PAGE);
+		else
+			_sp_index_del(&e->unstable, _sp_key(e, pg), SP_LOC(rid, i));
 		break;
 	default:
 		break;
@@ -110,6 +113,11 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 	if (!e->knob[SP_MERGE_ACROSS_NODES] && e->numa_nodes > 1)
 		pg->node = (uint8_t)_sp_page_node(e, addr);
 	uint64_t h = _sp_key(e, pg);
+	if (e->remote) {
+		/* Across processes the daemon holds the indexes: ask it, in bulk. */
+		_sp_remote_queue(e, rid, i, h, pg->node);
+		return;
+	}
 	uint64_t v;
 	uint32_t sid = _sp_stable_find(&e->stable, h, e->knob[SP_MAX_PAGE_SHARING]);
 	if (sid != SP_NONE) {
@@ -146,6 +154,8 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 
 static void flush_jobs(sp_engine *e, size_t *njobs)
 {
+	if (e->remote)
+		*njobs = _sp_remote_resolve(e, *njobs);
 	if (*njobs == 0)
 		return;
 	size_t n = *njobs;
@@ -165,6 +175,8 @@ static void flush_jobs(sp_engine *e, size_t *njobs)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	_sp_merge_jobs(e, e->jobs, n);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e->remote)
+		_sp_remote_flush(e);  /* thawed: now the daemon may hear of it */
 }
 
 /* The application changed this memory behind our back (raw munmap, mremap
@@ -189,11 +201,12 @@ static void abandon(sp_engine *e, uint32_t rid, size_t first, size_t n)
  * kind of memory (private anonymous, or our store's private mappings). */
 static int recover_span(sp_engine *e, uintptr_t start, size_t n)
 {
-	struct sp_vma *v;
-	size_t nv;
+	struct sp_vmas m;
 	uintptr_t end = start + n * SP_PAGE;
-	if (_sp_maps_read(start, end, e->store.name, &v, &nv))
+	if (_sp_maps_read(start, end, e->store.name, &m))
 		return -EIO;
+	struct sp_vma *v = m.v;
+	size_t nv = m.n;
 	int r = 0;
 	uintptr_t at = start;
 	for (size_t i = 0; i < nv && !r; i++) {
@@ -202,7 +215,7 @@ static int recover_span(sp_engine *e, uintptr_t start, size_t n)
 			r = -ESTALE;
 		at = v[i].end;
 	}
-	free(v);
+	_sp_maps_free(&m);
 	if (r || at < end)
 		return -ESTALE;
 	return _sp_track_register(e, start, n * SP_PAGE);
@@ -265,7 +278,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 	}
 	size_t present = 0;
 	for (size_t i = first; i < first + n; i++) {
-		if (*njobs >= SP_MAX_JOBS)
+		if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
 			flush_jobs(e, njobs);
 		r = e->ranges[rid];
 		if (!r || i >= r->npages)

@@ -38,6 +38,8 @@ void _sp_store_fini(struct sp_store *s)
 			_sp_meta_free(s->seg[i].view, (size_t)SP_SEG_PAGES * SP_PAGE);
 		if (s->seg[i].fd >= 0)
 			_sp_prim_close(s->seg[i].fd);
+		if (s->seg[i].rofd >= 0)
+			_sp_prim_close(s->seg[i].rofd);
 	}
 	_sp_meta_free(s->seg, s->capseg * sizeof(*s->seg));
 	_sp_meta_free(s->pg, (size_t)s->npg_cap * sizeof(*s->pg));
@@ -54,22 +56,12 @@ static void bind_to_node(void *view, size_t bytes, int node)
 	_sp_prim_mbind(view, bytes, 2 /* MPOL_BIND */, mask, SP_MAX_NODES + 1);
 }
 
+static int grow_arrays(struct sp_store *s, uint32_t segs);
+
 static int new_segment(struct sp_store *s, int node)
 {
-	if (s->nseg == s->capseg) {
-		uint32_t cap = s->capseg ? s->capseg * 2 : 8;
-		struct sp_spage *p = _sp_meta_realloc(s->pg, (size_t)s->npg_cap * sizeof(*p),
-						      (size_t)cap * SP_SEG_PAGES * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		s->pg = p;
-		s->npg_cap = cap * SP_SEG_PAGES;
-		struct sp_segment *g = _sp_meta_realloc(s->seg, s->capseg * sizeof(*g), cap * sizeof(*g));
-		if (!g)
-			return -ENOMEM;
-		s->seg = g;
-		s->capseg = cap;
-	}
+	if (grow_arrays(s, s->nseg + 1))
+		return -ENOMEM;
 	int fd = _sp_prim_memfd_create(s->name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
 	if (fd == -EINVAL)  /* kernels before 6.3 lack MFD_NOEXEC_SEAL */
 		fd = _sp_prim_memfd_create(s->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -78,13 +70,15 @@ static int new_segment(struct sp_store *s, int node)
 	size_t bytes = (size_t)SP_SEG_PAGES * SP_PAGE;
 	int r = _sp_prim_ftruncate(fd, (off_t)bytes);
 	if (!r)
-		r = _sp_prim_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+		r = _sp_prim_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
 	void *view = NULL;
 	if (!r) {
-		view = _sp_meta_map_file(fd, bytes);
+		view = _sp_meta_map_file(fd, bytes, PROT_READ | PROT_WRITE);
 		if (!view)
 			r = -ENOMEM;
 	}
+	/* Clients of the daemon get a read-only reopening of the file
+	 * (_sp_store_ro_fd): they can map it privately, never change it. */
 	if (r) {
 		_sp_prim_close(fd);
 		return r;
@@ -92,6 +86,7 @@ static int new_segment(struct sp_store *s, int node)
 	if (s->real_numa)
 		bind_to_node(view, bytes, node);
 	struct sp_segment *g = &s->seg[s->nseg];
+	g->rofd = -1;
 	g->fd = fd;
 	g->node = node;
 	g->view = view;
@@ -136,6 +131,70 @@ int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_
 	p->live = 1;
 	g->live++;
 	return id;
+}
+
+static int grow_arrays(struct sp_store *s, uint32_t segs)
+{
+	if (segs <= s->capseg)
+		return 0;
+	uint32_t cap = s->capseg ? s->capseg : 8;
+	while (cap < segs)
+		cap *= 2;
+	struct sp_spage *p = _sp_meta_realloc(s->pg, (size_t)s->npg_cap * sizeof(*p), (size_t)cap * SP_SEG_PAGES * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	s->pg = p;
+	s->npg_cap = cap * SP_SEG_PAGES;
+	struct sp_segment *g = _sp_meta_realloc(s->seg, s->capseg * sizeof(*g), cap * sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	for (uint32_t i = s->capseg; i < cap; i++)
+		g[i].fd = g[i].rofd = -1;
+	s->seg = g;
+	s->capseg = cap;
+	return 0;
+}
+
+int _sp_store_attach(struct sp_store *s, uint32_t seg, int fd)
+{
+	if (seg >= 1u << 16)
+		return -EINVAL;
+	int r = grow_arrays(s, seg + 1);
+	if (r)
+		return r;
+	struct sp_segment *g = &s->seg[seg];
+	if (g->view) {
+		_sp_prim_close(fd);  /* already have it */
+		return 0;
+	}
+	void *view = _sp_meta_map_file(fd, (size_t)SP_SEG_PAGES * SP_PAGE, PROT_READ);
+	if (!view) {
+		_sp_prim_close(fd);
+		return -ENOMEM;
+	}
+	g->fd = fd;
+	g->view = view;
+	g->used = SP_SEG_PAGES;
+	if (seg >= s->nseg)
+		s->nseg = seg + 1;
+	return 0;
+}
+
+int _sp_store_ro_fd(struct sp_store *s, uint32_t seg)
+{
+	struct sp_segment *g = &s->seg[seg];
+	if (g->rofd < 0) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", g->fd);
+		g->rofd = _sp_prim_open(path, O_RDONLY, 0);
+	}
+	return g->rofd;
+}
+
+bool _sp_store_has(const struct sp_store *s, uint32_t id)
+{
+	uint32_t seg = id / SP_SEG_PAGES;
+	return seg < s->nseg && s->seg[seg].view != NULL;
 }
 
 const void *_sp_store_data(const struct sp_store *s, uint32_t id)

@@ -57,7 +57,7 @@ int _sp_uffd_open(struct sp_uffd *u, bool want_tracking)
 	int pm = _sp_prim_open("/proc/self/pagemap", O_RDONLY, 0);
 	if (pm < 0) {
 		_sp_prim_close(fd);
-		return 0;
+		return 0;  /* the caller finds out and says why */
 	}
 	u->track = fd;
 	u->pagemap = pm;

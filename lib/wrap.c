@@ -104,7 +104,7 @@ int sp_madvise(sp_engine *e, void *addr, size_t len, int advice)
 		return 0;
 	if (e->inert && (advice == MADV_MERGEABLE))
 		return -ECHILD;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	char why[200] = "";
 	switch (advice) {
 	case MADV_MERGEABLE:
@@ -122,7 +122,9 @@ int sp_madvise(sp_engine *e, void *addr, size_t len, int advice)
 		r = _sp_prim_madvise(addr, end - start, advice);
 		break;
 	}
-	pthread_mutex_unlock(&e->lock);
+	if (e->remote)
+		_sp_remote_flush(e);
+	_sp_unlock(e);
 	_sp_set_last_error(r ? why : "");
 	return r;
 }
@@ -135,12 +137,12 @@ int sp_mprotect(sp_engine *e, void *addr, size_t len, int prot)
 	int r = check_range(addr, len, &start, &end);
 	if (r)
 		return r;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	r = _sp_prim_mprotect(addr, end - start, prot);
 	/* Later merges map store pages with the protection the program chose. */
 	if (!r && _sp_range_overlaps(e, start, end))
 		r = _sp_range_set_prot(e, start, end, prot);
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return r;
 }
 
@@ -152,12 +154,14 @@ int sp_munmap(sp_engine *e, void *addr, size_t len)
 	int r = check_range(addr, len, &start, &end);
 	if (r || start == end)
 		return r ? r : -EINVAL;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	/* Unmap first: only then are the store references really gone. */
 	r = _sp_prim_munmap(addr, end - start);
 	if (!r)
 		r = _sp_range_cut(e, start, end);
-	pthread_mutex_unlock(&e->lock);
+	if (e->remote)
+		_sp_remote_flush(e);
+	_sp_unlock(e);
 	return r;
 }
 
@@ -165,14 +169,14 @@ int sp_mmap(sp_engine *e, void *addr, size_t len, int prot, int flags, int fd, o
 {
 	if (!e || !out)
 		return -EINVAL;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	int r = _sp_prim_mmap(addr, len, prot, flags, fd, off, out);
 	if (!r && (flags & MAP_FIXED)) {
 		uintptr_t s = (uintptr_t)*out, t = s + ((len + SP_PAGE - 1) & ~(SP_PAGE - 1));
 		if (_sp_range_overlaps(e, s, t))
 			r = _sp_range_cut(e, s, t);  /* the old pages are gone */
 	}
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return r;
 }
 
@@ -185,7 +189,7 @@ int sp_mremap(sp_engine *e, void *old_addr, size_t old_len, size_t new_len, int 
 	int r = check_range(old_addr, old_len ? old_len : SP_PAGE, &start, &end);
 	if (r)
 		return r;
-	pthread_mutex_lock(&e->lock);
+	_sp_lock(e);
 	bool was_registered = _sp_range_overlaps(e, start, end);
 	/* Merged pages go back to private memory first: the moved mapping is then
 	 * plain anonymous memory, as the application expects. */
@@ -205,6 +209,6 @@ int sp_mremap(sp_engine *e, void *old_addr, size_t old_len, size_t new_len, int 
 		uintptr_t s = (uintptr_t)*out;
 		_sp_engine_register(e, s, s + ((new_len + SP_PAGE - 1) & ~(SP_PAGE - 1)), false, why, sizeof(why));
 	}
-	pthread_mutex_unlock(&e->lock);
+	_sp_unlock(e);
 	return r;
 }

@@ -8,6 +8,7 @@
 #include "helpers.h"
 
 #include <ctype.h>
+#include <glob.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdio.h>
@@ -46,18 +47,33 @@ static void test_man_pages_lint_clean(void **state)
 	(void)state;
 	if (access("/usr/bin/mandoc", X_OK) != 0)
 		SKIP_BECAUSE("mandoc is not installed (scripts/setup.sh installs it)");
-	static const char *pages[] = { "man/samepage.8", "man/libsamepage.3", "man/sp_engine.3" };
-	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%s", getenv("SAMEPAGE_SRC") ? getenv("SAMEPAGE_SRC") : ".",
-			 pages[i]);
-		const char *argv[] = { "mandoc", "-T", "lint", "-W", "warning", path, NULL };
+	char pattern[PATH_MAX];
+	snprintf(pattern, sizeof(pattern), "%s/man/*.[138]", getenv("SAMEPAGE_SRC") ? getenv("SAMEPAGE_SRC") : ".");
+	glob_t g;
+	assert_int_equal(glob(pattern, 0, NULL, &g), 0);
+	assert_true(g.gl_pathc >= 4);
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		const char *argv[] = { "mandoc", "-T", "lint", "-W", "warning", g.gl_pathv[i], NULL };
 		struct cmd_result r;
 		run_cmd(argv, NULL, -1, &r);
 		if (r.status != 0 || r.out[0] || r.err[0])
-			fail_msg("mandoc lint %s: %s%s", pages[i], r.out, r.err);
+			fail_msg("mandoc lint %s: %s%s", g.gl_pathv[i], r.out, r.err);
 		cmd_result_free(&r);
 	}
+	globfree(&g);
+}
+
+/* word appears in text as a whole word (not inside a longer name). */
+static bool word_in(const char *text, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = text; (p = strstr(p, word)); p++) {
+		bool before = p == text || !(isalnum((unsigned char)p[-1]) || p[-1] == '_');
+		bool after = !(isalnum((unsigned char)p[n]) || p[n] == '_');
+		if (before && after)
+			return true;
+	}
+	return false;
 }
 
 /* Every key of a JSON document, recursively, must appear in the page. */
@@ -71,7 +87,7 @@ static void keys_documented(json_object *o, const char *page, const char *what)
 	if (!json_object_is_type(o, json_type_object))
 		return;
 	json_object_object_foreach(o, key, val) {
-		if (!strstr(page, key))
+		if (!word_in(page, key))
 			fail_msg("%s key '%s' is not documented in samepage(8)", what, key);
 		if (val)
 			keys_documented(val, page, what);
@@ -83,7 +99,7 @@ static void test_samepage8_documents_the_cli(void **state)
 	(void)state;
 	char *page = slurp("man/samepage.8");
 	static const char *commands[] = { "status", "get", "set", "start", "stop", "unmerge",
-					  "service-status", "ps", "run", "--json", "--interval",
+					  "service-status", "ps", "run", "check", "--only", "--json", "--interval",
 					  "--dry-run", "--unmerge-first", "--bytes", "--root",
 					  "SAMEPAGE_ROOT", "SAMEPAGE_FAULT", "EXIT STATUS", "JSON" };
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -112,6 +128,12 @@ static void test_samepage8_documents_the_cli(void **state)
 		j = json_tokener_parse(r.out);
 		assert_non_null(j);
 		keys_documented(j, page, "ps --json");
+		json_object_put(j);
+		cmd_result_free(&r);
+		run_samepage(&r, "check", "--json", "--interval", "0", NULL);
+		j = json_tokener_parse(r.out);
+		assert_non_null(j);
+		keys_documented(j, page, "check --json");
 		json_object_put(j);
 		cmd_result_free(&r);
 	}

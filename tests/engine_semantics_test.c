@@ -72,16 +72,7 @@ static uint64_t pagemap(const void *addr)
 
 static long rollup_kb(const char *key)
 {
-	FILE *f = fopen("/proc/self/smaps_rollup", "r");
-	char line[256];
-	long v = -1;
-	size_t n = strlen(key);
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, key, n) == 0 && line[n] == ':')
-			v = atol(line + n + 1);
-	if (f)
-		fclose(f);
-	return v;
+	return proc_kb("/proc/self/smaps_rollup", key);
 }
 
 static void test_merge_is_real(void **state)
@@ -469,6 +460,7 @@ static void test_max_map_count(void **state)
 	if (!is_root())
 		SKIP_BECAUSE("lowering vm.max_map_count needs root");
 	ENGINE(e, 0);
+	int lock = ksm_lock();  /* machine-wide settings: one test at a time */
 	int saved = read_int_file(knob);
 	assert_true(saved > 0);
 	size_t n = 4096;
@@ -491,6 +483,7 @@ static void test_max_map_count(void **state)
 		mapped += more[i] != MAP_FAILED;
 	}
 	write_int_file(knob, saved);  /* restore before any assertion can stop us */
+	ksm_unlock(lock);
 	assert_int_equal(read_int_file(knob), saved);
 	assert_int_equal(rc, 0);
 	assert_int_equal(engine_scans, 0);

@@ -79,9 +79,11 @@ static void drain2(int out, int err, struct cmd_result *res)
 
 int run_cmd(const char *const argv[], const char *const env[], int as_uid, struct cmd_result *res)
 {
+	/* O_CLOEXEC: only fds 1 and 2 reach the command, so a process it leaves
+	 * behind cannot keep our pipes open (drain2 would wait for ever). */
 	int out[2], err[2];
-	assert_int_equal(pipe(out), 0);
-	assert_int_equal(pipe(err), 0);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -348,6 +350,22 @@ bool ksm_wait_scans(int scans, int timeout_s)
 		nanosleep(&ts, NULL);
 	}
 	return false;
+}
+
+long proc_kb(const char *path, const char *key)
+{
+	FILE *f = fopen(path, "r");
+	char line[256];
+	long v = -1;
+	size_t n = strlen(key);
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, key, n) == 0 && line[n] == ':') {
+			v = atol(line + n + 1);
+			break;
+		}
+	if (f)
+		fclose(f);
+	return v;
 }
 
 char *make_tempdir(void)

@@ -80,6 +80,10 @@ void dup_child_stop(struct dup_child *c);
 /* Wait until full_scans advanced by `scans` (ksmd must be running). */
 bool ksm_wait_scans(int scans, int timeout_s);
 
+/* The number after "key:" in a /proc file such as /proc/meminfo or
+ * /proc/self/smaps_rollup (kB there), or -1. */
+long proc_kb(const char *path, const char *key);
+
 /* Make a temporary directory; returns its malloc'ed path. */
 char *make_tempdir(void);
 void remove_tree(const char *path);

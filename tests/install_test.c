@@ -20,9 +20,11 @@ static const char *src_dir(void)
 
 static void make_install(const char *extra1, const char *extra2)
 {
-	char buildvar[PATH_MAX];
+	char buildvar[PATH_MAX], sanvar[512];
 	snprintf(buildvar, sizeof(buildvar), "BUILD=%s", getenv("SAMEPAGE_BUILD") ? getenv("SAMEPAGE_BUILD") : "build");
-	const char *argv[] = { "make", "--no-print-directory", "-s", "-C", src_dir(), buildvar, "install",
+	/* in a sanitizer build, anything relinked must keep the sanitizer */
+	snprintf(sanvar, sizeof(sanvar), "SAN=%s", getenv("SAMEPAGE_SAN") ? getenv("SAMEPAGE_SAN") : "");
+	const char *argv[] = { "make", "--no-print-directory", "-s", "-C", src_dir(), buildvar, sanvar, "install",
 			       extra1, extra2, NULL };
 	struct cmd_result r;
 	run_cmd(argv, NULL, -1, &r);
@@ -54,7 +56,15 @@ static void test_destdir_staging(void **state)
 	assert_file(tmp, "/usr/share/man/man8/samepage.8");
 	assert_file(tmp, "/usr/share/man/man3/libsamepage.3");
 	assert_file(tmp, "/usr/share/man/man3/sp_engine.3");
+	assert_file(tmp, "/usr/bin/samepaged");
+	assert_file(tmp, "/usr/lib/libsamepage-preload.so");
+	assert_file(tmp, "/usr/share/man/man8/samepaged.8");
+	assert_file(tmp, "/usr/lib/systemd/system/samepaged.service");
+	assert_file(tmp, "/usr/lib/systemd/user/samepaged.service");
 	assert_file(tmp, "/usr/lib/systemd/system/ksm.service");
+	assert_file(tmp, "/usr/sbin/ksmtuned");
+	assert_file(tmp, "/usr/share/man/man8/ksmtuned.8");
+	assert_file(tmp, "/usr/lib/systemd/system/ksmtuned.service");
 
 	/* The unit names the final path, not the staging one. */
 	char unit[PATH_MAX], line[512];
@@ -69,6 +79,17 @@ static void test_destdir_staging(void **state)
 		}
 	fclose(f);
 	assert_true(seen);
+	snprintf(unit, sizeof(unit), "%s/usr/lib/systemd/system/ksmtuned.service", tmp);
+	f = fopen(unit, "r");
+	assert_non_null(f);
+	seen = false;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "ExecStart=", 10) == 0) {
+			assert_string_equal(line, "ExecStart=/usr/sbin/ksmtuned --foreground\n");
+			seen = true;
+		}
+	fclose(f);
+	assert_true(seen);
 
 	/* The staged binary finds its staged library. */
 	char bin[PATH_MAX];
@@ -78,6 +99,12 @@ static void test_destdir_staging(void **state)
 	run_cmd(argv, NULL, -1, &r);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "samepage 0."));
+	cmd_result_free(&r);
+	snprintf(bin, sizeof(bin), "%s/usr/sbin/ksmtuned", tmp);
+	const char *argv2[] = { bin, "--version", NULL };
+	run_cmd(argv2, NULL, -1, &r);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "ksmtuned (samepage) 0."));
 	cmd_result_free(&r);
 	remove_tree(tmp);
 	free(tmp);
@@ -168,6 +195,13 @@ static void test_ksm_service_unit(void **state)
 		run_cmd(argv, NULL, -1, &r);
 		if (r.status != 0)
 			fail_msg("systemd-analyze verify: %s%s", r.out, r.err);
+		cmd_result_free(&r);
+		char tuned[PATH_MAX];
+		snprintf(tuned, sizeof(tuned), "%s/p/lib/systemd/system/ksmtuned.service", tmp);
+		const char *argv2[] = { "systemd-analyze", "verify", "--man=no", tuned, NULL };
+		run_cmd(argv2, NULL, -1, &r);
+		if (r.status != 0)
+			fail_msg("systemd-analyze verify ksmtuned.service: %s%s", r.out, r.err);
 		cmd_result_free(&r);
 	} else {
 		print_message("systemd-analyze missing: unit syntax not verified\n");

@@ -34,6 +34,13 @@ void cli_note(const struct cli *c, const char *fmt, ...) __attribute__((format(p
  * With need_ksm, a kernel without KSM is reported (exit code in *code). */
 sp_ksm *cli_open_ksm(const struct cli *c, bool need_ksm, int *code);
 
+/* --engine kernel|user: 0, or an exit code after a message. */
+int cli_engine_arg(const struct cli *c, const char *arg, bool *user);
+
+/* Connect to the user's samepaged (path receives its socket); prints the
+ * error and sets *code (3: not running) on failure. */
+sp_ctl *cli_open_ctl(const struct cli *c, char *path, size_t len, int *code);
+
 /* "117.7 MiB", "-3.0 KiB", "512 B". */
 void human_bytes(int64_t bytes, char *buf, size_t len);
 
@@ -46,5 +53,7 @@ int cmd_get(struct cli *c, int argc, char **argv);
 int cmd_service(struct cli *c, int argc, char **argv);
 int cmd_ps(struct cli *c, int argc, char **argv);
 int cmd_run(struct cli *c, int argc, char **argv);
+int cmd_tune(struct cli *c, int argc, char **argv);
+int cmd_check(struct cli *c, int argc, char **argv);
 
 #endif

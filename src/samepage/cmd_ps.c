@@ -107,13 +107,18 @@ int cmd_ps(struct cli *c, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "bytes", no_argument, NULL, 'b' },
+		{ "engine", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool json = false, raw = false;
+	bool json = false, raw = false, user = false;
 	int o;
-	while ((o = getopt_long(argc, argv, "jbh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "jbe:h", opts, NULL)) != -1) {
 		switch (o) {
+		case 'e':
+			if (cli_engine_arg(c, optarg, &user))
+				return EXIT_REFUSED;
+			break;
 		case 'j':
 			json = true;
 			break;
@@ -121,7 +126,7 @@ int cmd_ps(struct cli *c, int argc, char **argv)
 			raw = true;
 			break;
 		case 'h':
-			printf("Usage: samepage ps [--json] [--bytes]\n");
+			printf("Usage: samepage ps [--json] [--bytes] [--engine kernel|user]\n");
 			return EXIT_OK;
 		default:
 			return EXIT_REFUSED;
@@ -130,13 +135,23 @@ int cmd_ps(struct cli *c, int argc, char **argv)
 	if (optind < argc)
 		return cli_fail(c, EXIT_REFUSED, "unexpected argument '%s'", argv[optind]);
 	int code;
-	sp_ksm *k = cli_open_ksm(c, true, &code);
-	if (!k)
-		return code;
 	sp_proc_ksm *list;
-	size_t n, unreadable;
-	int r = sp_proc_ksm_list(k, &list, &n, &unreadable);
-	sp_ksm_close(k);
+	size_t n, unreadable = 0;
+	int r;
+	if (user) {
+		/* samepaged shows only the processes of the caller's own domain */
+		sp_ctl *ctl = cli_open_ctl(c, NULL, 0, &code);
+		if (!ctl)
+			return code;
+		r = sp_ctl_processes(ctl, &list, &n);
+		sp_ctl_close(ctl);
+	} else {
+		sp_ksm *k = cli_open_ksm(c, true, &code);
+		if (!k)
+			return code;
+		r = sp_proc_ksm_list(k, &list, &n, &unreadable);
+		sp_ksm_close(k);
+	}
 	if (r)
 		return cli_fail(c, EXIT_FAILURE_RUNTIME, "cannot list processes: %s", sp_strerror(r));
 	if (json)

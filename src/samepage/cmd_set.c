@@ -9,41 +9,89 @@
 
 #define MAX_SETTINGS 64
 
+/* The values of every parameter, from the kernel or from samepaged. */
+struct source {
+	sp_ksm *k;
+	sp_ctl *ctl;
+	sp_sample s;
+};
+
+static int source_open(struct cli *c, bool user, bool need_ksm, struct source *src)
+{
+	int code = EXIT_OK;
+	memset(src, 0, sizeof(*src));
+	if (user) {
+		src->ctl = cli_open_ctl(c, NULL, 0, &code);
+		if (src->ctl && sp_ctl_sample(src->ctl, &src->s) != 0) {
+			sp_ctl_close(src->ctl);
+			src->ctl = NULL;
+			code = cli_fail(c, EXIT_FAILURE_RUNTIME, "samepaged did not answer");
+		}
+		return src->ctl ? EXIT_OK : code;
+	}
+	src->k = cli_open_ksm(c, need_ksm, &code);
+	return src->k ? EXIT_OK : code;
+}
+
+static int source_read(struct source *src, int p, int64_t *v)
+{
+	if (src->ctl)
+		return sp_sample_get(&src->s, p, v);
+	return sp_ksm_read(src->k, p, v);
+}
+
+static void source_close(struct source *src)
+{
+	sp_ksm_close(src->k);
+	sp_ctl_close(src->ctl);
+}
+
 int cmd_get(struct cli *c, int argc, char **argv)
 {
-	if (argc < 2)
-		return cli_fail(c, EXIT_REFUSED, "no parameter named: samepage get NAME...");
-	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
-		printf("Usage: samepage get NAME...\n");
-		return EXIT_OK;
+	bool user = false;
+	int first = 1;
+	while (first < argc && argv[first][0] == '-') {
+		if (strcmp(argv[first], "-h") == 0 || strcmp(argv[first], "--help") == 0) {
+			printf("Usage: samepage get [--engine kernel|user] NAME...\n");
+			return EXIT_OK;
+		}
+		if (strcmp(argv[first], "--engine") == 0 && first + 1 < argc) {
+			if (cli_engine_arg(c, argv[first + 1], &user))
+				return EXIT_REFUSED;
+			first += 2;
+			continue;
+		}
+		return cli_fail(c, EXIT_REFUSED, "unknown option '%s'", argv[first]);
 	}
-	int code;
-	sp_ksm *k = cli_open_ksm(c, true, &code);
-	if (!k)
+	if (first >= argc)
+		return cli_fail(c, EXIT_REFUSED, "no parameter named: samepage get NAME...");
+	struct source src;
+	int code = source_open(c, user, true, &src);
+	if (code)
 		return code;
-	code = EXIT_OK;
-	for (int i = 1; i < argc; i++) {
+	for (int i = first; i < argc; i++) {
 		int p = sp_param_lookup(argv[i]);
 		if (p < 0) {
 			code = cli_fail(c, EXIT_REFUSED, "unknown parameter '%s'", argv[i]);
 			break;
 		}
 		int64_t v;
-		int r = sp_ksm_read(k, p, &v);
+		int r = source_read(&src, p, &v);
 		if (r) {
 			code = cli_fail(c, r == -ENOENT ? EXIT_NOT_SUPPORTED : EXIT_FAILURE_RUNTIME,
 					"%s: %s", argv[i],
-					r == -ENOENT ? "this kernel lacks it" : sp_strerror(r));
+					r == -ENOENT ? (user ? "the user-space engine lacks it" : "this kernel lacks it")
+						     : sp_strerror(r));
 			break;
 		}
 		char text[32];
 		sp_param_format(p, v, text, sizeof(text));
-		if (argc == 2)
+		if (argc - first == 1)
 			printf("%s\n", text);
 		else
 			printf("%s=%s\n", argv[i], text);
 	}
-	sp_ksm_close(k);
+	source_close(&src);
 	return code;
 }
 
@@ -53,14 +101,19 @@ int cmd_set(struct cli *c, int argc, char **argv)
 		{ "dry-run", no_argument, NULL, 'n' },
 		{ "unmerge-first", no_argument, NULL, 'u' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "engine", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned flags = 0;
-	bool quiet = false;
+	bool quiet = false, user = false;
 	int o;
-	while ((o = getopt_long(argc, argv, "nuqh", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "nuqe:h", opts, NULL)) != -1) {
 		switch (o) {
+		case 'e':
+			if (cli_engine_arg(c, optarg, &user))
+				return EXIT_REFUSED;
+			break;
 		case 'n':
 			flags |= SP_SET_DRY_RUN;
 			break;
@@ -71,7 +124,7 @@ int cmd_set(struct cli *c, int argc, char **argv)
 			quiet = true;
 			break;
 		case 'h':
-			printf("Usage: samepage set [--dry-run] [--unmerge-first] [--quiet] NAME=VALUE...\n");
+			printf("Usage: samepage set [--dry-run] [--unmerge-first] [--quiet] [--engine kernel|user] NAME=VALUE...\n");
 			return EXIT_OK;
 		default:
 			return EXIT_REFUSED;
@@ -103,17 +156,23 @@ int cmd_set(struct cli *c, int argc, char **argv)
 		set[i].value = copies[i] + (eq - arg) + 1;
 	}
 
-	sp_ksm *k = cli_open_ksm(c, true, &code);
-	if (!k)
+	struct source src;
+	code = source_open(c, user, true, &src);
+	if (code)
 		goto out;
 	int64_t before[SP_PARAM_COUNT];
 	sp_sample s0;
-	sp_ksm_sample(k, &s0);
+	if (user)
+		s0 = src.s;
+	else
+		sp_ksm_sample(src.k, &s0);
 	for (int p = 0; p < SP_PARAM_COUNT; p++)
 		before[p] = s0.value[p];
 
 	sp_diag d;
-	int r = sp_ksm_set(k, set, (size_t)n, flags, &d);
+	int r = user ? sp_ctl_set(src.ctl, set, (size_t)n, flags, &d) : sp_ksm_set(src.k, set, (size_t)n, flags, &d);
+	if (!r && user)
+		sp_ctl_sample(src.ctl, &src.s);
 	if (r) {
 		code = cli_fail(c, exit_code_for(r), "%s", d.msg);
 	} else if (!quiet) {
@@ -127,7 +186,7 @@ int cmd_set(struct cli *c, int argc, char **argv)
 				sp_param_format(p, v, now, sizeof(now));
 				printf("%s: %s -> %s (dry run: not written)\n", sp_param_describe(p)->name, was, now);
 			} else {
-				int rr = sp_ksm_read(k, p, &v);
+				int rr = source_read(&src, p, &v);
 				if (rr == 0)
 					sp_param_format(p, v, now, sizeof(now));
 				else
@@ -137,7 +196,7 @@ int cmd_set(struct cli *c, int argc, char **argv)
 			}
 		}
 	}
-	sp_ksm_close(k);
+	source_close(&src);
 out:
 	for (int i = 0; i < n; i++)
 		free(copies[i]);

@@ -9,6 +9,9 @@
 #include <time.h>
 
 struct status {
+	bool user;               /* the user-space engine, through samepaged */
+	size_t clients;
+	char socket[108];
 	sp_sample s;
 	sp_savings sav;
 	bool have_ksmd;
@@ -90,8 +93,14 @@ static void print_human(const struct status *st)
 	sp_sample_get(&st->s, SP_KSM_ZERO_PAGES, &zero);
 	char b1[32], b2[32], b3[32];
 
-	printf("KSM: %s (run=%lld)\n", run_words(run), (long long)run);
-	if (st->have_ksmd) {
+	if (st->user)
+		printf("User-space engine: %s (run=%lld), samepaged at %s, %zu client process%s in your domain\n",
+		       run_words(run), (long long)run, st->socket, st->clients, st->clients == 1 ? "" : "es");
+	else
+		printf("KSM: %s (run=%lld)\n", run_words(run), (long long)run);
+	if (st->user) {
+		/* the merging is done by the clients' own threads */
+	} else if (st->have_ksmd) {
 		printf("ksmd: pid %d, state %c, %.2f s CPU since boot (%.2f%% on average)",
 		       (int)st->ksmd.pid, st->ksmd.state, st->ksmd.cpu_seconds,
 		       st->ksmd.age_seconds > 0 ? 100.0 * st->ksmd.cpu_seconds / st->ksmd.age_seconds : 0.0);
@@ -127,8 +136,12 @@ static void print_human(const struct status *st)
 	printf("\nCounters\n");
 	for (int p = 0; p < SP_PARAM_COUNT; p++) {
 		unsigned f = sp_param_describe(p)->flags;
-		if ((f & SP_PF_COUNTER) && !(f & (SP_PF_VMSTAT | SP_PF_ENGINE)))
+		if ((f & SP_PF_COUNTER) && !(f & SP_PF_VMSTAT) && (st->user || !(f & SP_PF_ENGINE)))
 			print_param(st, p);
+	}
+	if (st->user) {
+		print_param(st, SP_COW_KSM);
+		return;
 	}
 	printf("\n/proc/vmstat\n");
 	for (int p = 0; p < SP_PARAM_COUNT; p++)
@@ -158,12 +171,17 @@ static void print_json(const struct status *st)
 {
 	json_object *root = json_object_new_object();
 	json_object_object_add(root, "available", json_object_new_boolean(1));
+	json_object_object_add(root, "engine", json_object_new_string(st->user ? "user" : "kernel"));
+	if (st->user) {
+		json_object_object_add(root, "socket", json_object_new_string(st->socket));
+		json_object_object_add(root, "clients", json_object_new_int64((int64_t)st->clients));
+	}
 	json_object_object_add(root, "page_size", json_object_new_int64(st->s.page_size));
 	json_object *knobs = json_object_new_object(), *ctrs = json_object_new_object(),
 		    *vm = json_object_new_object();
 	for (int p = 0; p < SP_PARAM_COUNT; p++) {
 		unsigned f = sp_param_describe(p)->flags;
-		if (f & SP_PF_ENGINE)
+		if ((f & SP_PF_ENGINE) && !st->user)
 			continue;
 		json_object *dst = (f & SP_PF_KNOB) ? knobs : (f & SP_PF_VMSTAT) ? vm : ctrs;
 		json_object_object_add(dst, sp_param_describe(p)->name, param_json(st, p));
@@ -209,16 +227,21 @@ int cmd_status(struct cli *c, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "interval", required_argument, NULL, 'i' },
+		{ "engine", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool json = false;
+	bool json = false, user = false;
 	long interval_ms = 250;
 	int o;
-	while ((o = getopt_long(argc, argv, "ji:h", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "ji:e:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'j':
 			json = true;
+			break;
+		case 'e':
+			if (cli_engine_arg(c, optarg, &user))
+				return EXIT_REFUSED;
 			break;
 		case 'i': {
 			char *end;
@@ -229,7 +252,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
 			break;
 		}
 		case 'h':
-			printf("Usage: samepage status [--json] [--interval MS]\n");
+			printf("Usage: samepage status [--json] [--interval MS] [--engine kernel|user]\n");
 			return EXIT_OK;
 		default:
 			return EXIT_REFUSED;
@@ -239,6 +262,28 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		return cli_fail(c, EXIT_REFUSED, "unexpected argument '%s'", argv[optind]);
 
 	int code;
+	if (user) {
+		struct status st;
+		memset(&st, 0, sizeof(st));
+		st.user = true;
+		st.cpu_percent = -1;
+		sp_ctl *ctl = cli_open_ctl(c, st.socket, sizeof(st.socket), &code);
+		if (!ctl)
+			return code;
+		int r = sp_ctl_sample(ctl, &st.s);
+		sp_proc_ksm *procs = NULL;
+		if (!r && sp_ctl_processes(ctl, &procs, &st.clients) == 0)
+			free(procs);
+		sp_ctl_close(ctl);
+		if (r)
+			return cli_fail(c, EXIT_FAILURE_RUNTIME, "samepaged did not answer: %s", sp_strerror(r));
+		sp_savings_compute(&st.s, &st.sav);
+		if (json)
+			print_json(&st);
+		else
+			print_human(&st);
+		return EXIT_OK;
+	}
 	sp_ksm *k = cli_open_ksm(c, false, &code);
 	if (!k)
 		return code;
@@ -251,6 +296,9 @@ int cmd_status(struct cli *c, int argc, char **argv)
 		sp_ksm_close(k);
 		return EXIT_NOT_SUPPORTED;
 	}
+	/* A recorded tree has no "now" to sample a rate from. */
+	if (c->root && *c->root && strcmp(c->root, "/") != 0)
+		interval_ms = 0;
 	struct status st;
 	int r = collect(k, interval_ms, &st);
 	sp_ksm_close(k);

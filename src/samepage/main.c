@@ -19,6 +19,11 @@ static const char usage_text[] =
 	"  service-status                    exit 0 running, 3 not running, 4 not supported\n"
 	"  ps [--json] [--bytes]             processes with KSM activity, by profit\n"
 	"  run [--] COMMAND [ARGS]           run COMMAND with all its memory mergeable\n"
+	"  tune --dry-run [--policy classic|adaptive] [--config FILE] [--json]\n"
+	"                                    what ksmtuned's policy would do now, and why\n"
+	"  check [--json] [--interval MS] [--only NAME,...]\n"
+	"                                    check this host against the KSM advice: exit 0 OK,\n"
+	"                                    1 warnings, 2 failures\n"
 	"\n"
 	"Options:\n"
 	"  --root DIR     read a recorded copy of /sys and /proc under DIR\n"
@@ -43,6 +48,8 @@ static const struct command commands[] = {
 	{ "service-status", cmd_service },
 	{ "ps", cmd_ps },
 	{ "run", cmd_run },
+	{ "tune", cmd_tune },
+	{ "check", cmd_check },
 };
 
 int main(int argc, char **argv)

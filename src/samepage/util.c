@@ -90,3 +90,31 @@ int exit_code_for(int err)
 		return EXIT_FAILURE_RUNTIME;
 	}
 }
+
+int cli_engine_arg(const struct cli *c, const char *arg, bool *user)
+{
+	if (strcmp(arg, "kernel") == 0)
+		*user = false;
+	else if (strcmp(arg, "user") == 0)
+		*user = true;
+	else
+		return cli_fail(c, EXIT_REFUSED, "--engine takes kernel or user, not '%s'", arg);
+	return 0;
+}
+
+sp_ctl *cli_open_ctl(const struct cli *c, char *path, size_t len, int *code)
+{
+	char p[108];
+	sp_socket_path(false, p, sizeof(p));
+	sp_ctl *ctl = NULL;
+	int r = sp_ctl_open(NULL, &ctl);
+	if (r) {
+		*code = cli_fail(c, EXIT_NOT_RUNNING,
+				 "no samepaged is running for you (%s: %s): start it with `samepaged &` or "
+				 "`systemctl --user start samepaged`", p, sp_strerror(r));
+		return NULL;
+	}
+	if (path)
+		snprintf(path, len, "%s", p);
+	return ctl;
+}

@@ -1,0 +1,782 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * samepaged: one event loop over a listening Unix socket and its clients.
+ *
+ * - Peers are identified with SO_PEERCRED; each belongs to the trust domain
+ *   of its uid (a per-user daemon accepts only its own user).
+ * - Pacing is ksmd's: every sleep_millisecs one client gets a grant of
+ *   pages_to_scan pages; a client keeps its turn until its pass is done,
+ *   and a full scan is every client's pass, round-robin.
+ * - Nothing a client sends is trusted: every message is validated, and a
+ *   client that breaks the protocol, floods, or stops reading is
+ *   disconnected; its references are released.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GRANT_TIMEOUT_NS (5LL * 1000000000LL)
+
+struct sp_daemon {
+	int listen_fd;
+	char path[108];
+	bool system;
+	uid_t owner;
+	volatile sig_atomic_t stop;
+	int verbose;
+	uint64_t epoch, next_client_id;
+	struct sp_client *clients[SP_MAX_CLIENTS];
+	struct sp_domain *domains;
+	int64_t knob[SP_PARAM_COUNT];
+	uint64_t full_scans;
+	/* pacing */
+	uint32_t cursor;             /* slot whose turn it is */
+	int granted;                 /* slot with an outstanding grant, or -1 */
+	int64_t grant_ns, next_grant_ns;
+	bool pass_had_work;
+	int64_t adv_start_ns;
+	uint8_t *scratch;            /* replies */
+};
+
+static void logmsg(sp_daemon *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void logmsg(sp_daemon *d, int level, const char *fmt, ...)
+{
+	if (level > d->verbose)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "samepaged: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* ------------------------------------------------------------- paths */
+
+int sp_socket_path(bool system, char *buf, size_t len)
+{
+	if (!buf || !len)
+		return -EINVAL;
+	int n;
+	if (system) {
+		n = snprintf(buf, len, "/run/samepage/samepaged.sock");
+	} else {
+		const char *env = getenv("SAMEPAGE_SOCKET");
+		const char *xdg = getenv("XDG_RUNTIME_DIR");
+		if (env && *env)
+			n = snprintf(buf, len, "%s", env);
+		else if (xdg && *xdg)
+			n = snprintf(buf, len, "%s/samepage/samepaged.sock", xdg);
+		else
+			n = snprintf(buf, len, "/tmp/samepage-%u/samepaged.sock", (unsigned)geteuid());
+	}
+	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
+}
+
+/* The socket's directory: created if missing; must be ours and private
+ * (per-user), so that nobody can put a fake socket in our way. */
+static int prepare_dir(const char *path, bool system, char *why, size_t whylen)
+{
+	char dir[108];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir) {
+		snprintf(why, whylen, "socket path %s has no directory", path);
+		return -EINVAL;
+	}
+	*slash = 0;
+	if (mkdir(dir, system ? 0755 : 0700) != 0 && errno != EEXIST) {
+		snprintf(why, whylen, "cannot create %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	struct stat st;
+	if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(why, whylen, "%s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid() || (!system && (st.st_mode & 077))) {
+		snprintf(why, whylen, "%s must belong to uid %u and not be open to others", dir,
+			 (unsigned)geteuid());
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------- clients */
+
+static struct sp_domain *domain_for(sp_daemon *d, uid_t uid)
+{
+	for (struct sp_domain *dom = d->domains; dom; dom = dom->next)
+		if (dom->key == uid)
+			return dom;
+	struct sp_domain *dom = _sp_domain_new(uid);
+	if (!dom)
+		return NULL;
+	dom->store.fork_gen = 1;
+	snprintf(dom->store.name, sizeof(dom->store.name), "samepaged-%u", (unsigned)uid);
+	dom->next = d->domains;
+	d->domains = dom;
+	return dom;
+}
+
+static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
+{
+	if (!why)
+		logmsg(d, 2, "client %llu (pid %d) left", (unsigned long long)c->id, (int)c->pid);
+	else
+		logmsg(d, 1, "client %llu (pid %d, uid %u) disconnected: %s", (unsigned long long)c->id, (int)c->pid,
+		       (unsigned)c->uid, why);
+	if (c->dom) {
+		_sp_domain_client_gone(c->dom, c);
+		c->dom->clients--;
+	}
+	if (d->granted == (int)c->slot)
+		d->granted = -1;
+	close(c->fd);
+	_sp_index_fini(&c->refs);
+	free(c->have_seg);
+	free(c->buf);
+	d->clients[c->slot] = NULL;
+	free(c);
+}
+
+/* Tell a client why, then let it go. */
+static void violation(sp_daemon *d, struct sp_client *c, int err, const char *why)
+{
+	struct sp_error e = { .err = err };
+	snprintf(e.msg, sizeof(e.msg), "%s", why);
+	_sp_proto_send(c->fd, SP_MSG_ERROR, 0, &e, sizeof(e), -1);
+	drop_client(d, c, why);
+}
+
+/* Non-blocking send: a client that does not read its replies is dropped. */
+static bool send_to(sp_daemon *d, struct sp_client *c, uint16_t type, const void *p, size_t len, int fd)
+{
+	int r = _sp_proto_send(c->fd, type, 0, p, len, fd);
+	if (r) {
+		drop_client(d, c, r == -EAGAIN || r == -EPIPE ? "not reading its messages" : strerror(-r));
+		return false;
+	}
+	return true;
+}
+
+static void accept_client(sp_daemon *d)
+{
+	int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+		close(fd);
+		return;
+	}
+	/* A per-user daemon serves its user only; root may always connect. */
+	if (!d->system && cred.uid != d->owner && cred.uid != 0) {
+		logmsg(d, 1, "refused uid %u: this daemon serves uid %u", (unsigned)cred.uid, (unsigned)d->owner);
+		close(fd);
+		return;
+	}
+	uint32_t slot = 0;
+	while (slot < SP_MAX_CLIENTS && d->clients[slot])
+		slot++;
+	struct sp_client *c = slot < SP_MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
+	if (!c || _sp_index_init(&c->refs, 64)) {
+		free(c);
+		close(fd);
+		return;
+	}
+	int sz = 1 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	c->fd = fd;
+	c->slot = slot;
+	c->id = ++d->next_client_id;
+	c->pid = cred.pid;
+	c->uid = cred.uid;
+	c->connected_ns = _sp_now_ns();
+	d->clients[slot] = c;
+}
+
+static void push_knobs(sp_daemon *d)
+{
+	struct sp_knobs k = { { 0 } };
+	for (int p = 0; p < SP_PARAM_COUNT && p < SP_PROTO_KNOBS; p++)
+		k.knob[p] = d->knob[p];
+	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++)
+		if (d->clients[i] && d->clients[i]->hello && !d->clients[i]->control)
+			send_to(d, d->clients[i], SP_MSG_KNOBS, &k, sizeof(k), -1);
+}
+
+/* Send the fd of store segments this client has not seen yet. */
+static bool send_segments(sp_daemon *d, struct sp_client *c, const struct sp_result_rec *res, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (res[i].kind != SP_LOOKUP_STORE)
+			continue;
+		uint32_t seg = res[i].id / SP_SEG_PAGES;
+		if (seg >= c->have_seg_cap) {
+			uint32_t cap = seg + 64;
+			uint8_t *g = realloc(c->have_seg, cap);
+			if (!g)
+				return false;
+			memset(g + c->have_seg_cap, 0, cap - c->have_seg_cap);
+			c->have_seg = g;
+			c->have_seg_cap = cap;
+		}
+		if (c->have_seg[seg])
+			continue;
+		struct sp_segment_msg m = { seg, 0 };
+		int rofd = _sp_store_ro_fd(&c->dom->store, seg);
+		if (rofd < 0) {
+			drop_client(d, c, "cannot share a store segment");
+			return false;
+		}
+		if (!send_to(d, c, SP_MSG_SEGMENT, &m, sizeof(m), rofd))
+			return false;
+		c->have_seg[seg] = 1;
+	}
+	return true;
+}
+
+static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_notify_rec *rec)
+{
+	struct sp_client *p = slot < SP_MAX_CLIENTS ? d->clients[slot] : NULL;
+	if (!p || p->control)
+		return;
+	struct sp_result_rec r = { SP_LOOKUP_STORE, rec->id };
+	if (!send_segments(d, p, &r, 1))
+		return;
+	struct {
+		struct sp_count c;
+		struct sp_notify_rec r;
+	} m = { { 1, 0 }, *rec };
+	send_to(d, p, SP_MSG_NOTIFY, &m, sizeof(m), -1);
+}
+
+/* ------------------------------------------------------------- control */
+
+static void domain_sample(sp_daemon *d, struct sp_domain *dom, struct sp_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int p = 0; p < SP_PARAM_COUNT; p++)
+		if (sp_param_describe(p)->flags & SP_PF_KNOB)
+			out->value[p] = d->knob[p];
+	struct sp_client_stats t = dom->gone;
+	int64_t meta = _sp_domain_metadata(dom);
+	uint32_t clients = 0;
+	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++) {
+		struct sp_client *c = d->clients[i];
+		if (!c || c->dom != dom || c->control)
+			continue;
+		clients++;
+		t.unshared += c->st.unshared;
+		t.volatile_ += c->st.volatile_;
+		t.zero += c->st.zero;
+		t.cow += c->st.cow;
+		t.scanned += c->st.scanned;
+		t.skipped += c->st.skipped;
+		t.skipped_map += c->st.skipped_map;
+		meta += (int64_t)c->st.metadata_bytes;
+	}
+	out->value[SP_PAGES_SHARED] = (int64_t)dom->pages_shared;
+	out->value[SP_PAGES_SHARING] = (int64_t)dom->pages_sharing;
+	out->value[SP_PAGES_UNSHARED] = (int64_t)t.unshared;
+	out->value[SP_PAGES_VOLATILE] = (int64_t)t.volatile_;
+	out->value[SP_PAGES_SCANNED] = (int64_t)t.scanned;
+	out->value[SP_PAGES_SKIPPED] = (int64_t)t.skipped;
+	out->value[SP_FULL_SCANS] = (int64_t)d->full_scans;
+	out->value[SP_STABLE_NODE_CHAINS] = (int64_t)dom->stable.chains;
+	out->value[SP_STABLE_NODE_DUPS] = (int64_t)dom->stable.dups;
+	out->value[SP_KSM_ZERO_PAGES] = (int64_t)t.zero;
+	out->value[SP_GENERAL_PROFIT] = ((int64_t)dom->pages_sharing + (int64_t)t.zero) * (int64_t)SP_PAGE - meta;
+	out->value[SP_COW_KSM] = (int64_t)t.cow;
+	out->value[SP_PAGES_SKIPPED_MAX_MAP_COUNT] = (int64_t)t.skipped_map;
+	for (int p = 0; p < SP_PARAM_COUNT; p++)
+		if (p != SP_KSM_SWPIN_COPY)
+			out->present |= 1ull << p;
+	out->clients = clients;
+}
+
+struct set_ctx {
+	sp_daemon *d;
+	struct sp_client *c;
+};
+
+static int daemon_read(void *ctx, int p, int64_t *v)
+{
+	struct set_ctx *s = ctx;
+	if (sp_param_describe(p)->flags & SP_PF_KNOB) {
+		*v = s->d->knob[p];
+		return 0;
+	}
+	struct sp_stats st;
+	domain_sample(s->d, s->c->dom, &st);
+	*v = st.value[p];
+	return 0;
+}
+
+static int daemon_write(void *ctx, int p, int64_t v)
+{
+	struct set_ctx *s = ctx;
+	sp_daemon *d = s->d;
+	if (p == SP_ADVISOR_MODE && v != d->knob[p])
+		d->knob[SP_PAGES_TO_SCAN] = v ? d->knob[SP_ADVISOR_MIN_PAGES_TO_SCAN] : 100;
+	d->knob[p] = v;
+	if (p == SP_RUN && v == 2) {
+		for (struct sp_domain *dom = d->domains; dom; dom = dom->next)
+			_sp_domain_reset_unstable(dom);
+		for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++) {
+			struct sp_client *c = d->clients[i];
+			if (c && c->hello && !c->control) {
+				c->unstable = 0;
+				struct sp_count z = { 0, 0 };
+				send_to(d, c, SP_MSG_UNMERGE_ALL, &z, sizeof(z), -1);
+			}
+		}
+	}
+	push_knobs(d);
+	return 0;
+}
+
+/* Knobs pace every domain: only root may change them on a system daemon. */
+static int daemon_may_write(void *ctx, int p, sp_diag *diag)
+{
+	struct set_ctx *s = ctx;
+	if (s->d->system && s->c->uid != 0) {
+		_sp_diag(diag, -EACCES, p, "changing %s of the system daemon needs root", sp_param_describe(p)->name);
+		return -EACCES;
+	}
+	return 0;
+}
+
+static const struct sp_set_ops daemon_ops = {
+	.what = "the user-space engine",
+	.read = daemon_read,
+	.write = daemon_write,
+	.may_write = daemon_may_write,
+};
+
+static void handle_set(sp_daemon *d, struct sp_client *c, const uint8_t *payload, uint32_t len)
+{
+	const struct sp_set_hdr *sh = (const void *)payload;
+	sp_setting set[64];
+	char *copy = malloc(len);
+	struct sp_set_reply rep;
+	memset(&rep, 0, sizeof(rep));
+	if (!copy) {
+		rep.err = -ENOMEM;
+		send_to(d, c, SP_MSG_SET_REPLY, &rep, sizeof(rep), -1);
+		return;
+	}
+	memcpy(copy, payload, len);
+	char *s = copy + sizeof(*sh);
+	for (uint32_t i = 0; i < sh->n; i++) {
+		char *eq = strchr(s, '=');
+		set[i].name = s;
+		set[i].value = "";
+		if (eq) {
+			*eq = 0;
+			set[i].value = eq + 1;
+		}
+		s += strlen(s) + (eq ? strlen(set[i].value) + 1 : 0) + 1;
+	}
+	sp_diag diag;
+	_sp_diag_reset(&diag);
+	struct set_ctx ctx = { d, c };
+	rep.err = _sp_set_apply(&daemon_ops, &ctx, set, sh->n, sh->flags, &diag);
+	rep.index = diag.index;
+	rep.param = diag.param;
+	snprintf(rep.msg, sizeof(rep.msg), "%s", diag.msg);
+	free(copy);
+	send_to(d, c, SP_MSG_SET_REPLY, &rep, sizeof(rep), -1);
+}
+
+static void handle_list(sp_daemon *d, struct sp_client *c)
+{
+	size_t cap = _sp_proto_counted_size(SP_MSG_LIST, SP_MAX_CLIENTS);
+	uint8_t *buf = calloc(1, cap);
+	if (!buf)
+		return;
+	struct sp_count *cnt = (void *)buf;
+	struct sp_list_rec *r = (void *)(buf + sizeof(*cnt));
+	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++) {
+		struct sp_client *o = d->clients[i];
+		if (!o || o->control || !o->hello || o->dom != c->dom)
+			continue;  /* another domain's processes are none of its business */
+		r[cnt->n].pid = o->pid;
+		r[cnt->n].uid = o->uid;
+		memcpy(r[cnt->n].comm, o->comm, sizeof(o->comm));
+		r[cnt->n].st = o->st;
+		cnt->n++;
+	}
+	send_to(d, c, SP_MSG_LIST, buf, _sp_proto_counted_size(SP_MSG_LIST, cnt->n), -1);
+	free(buf);
+}
+
+/* ------------------------------------------------------------- messages */
+
+static void end_of_pass(sp_daemon *d)
+{
+	d->full_scans++;
+}
+
+static void handle_done(sp_daemon *d, struct sp_client *c, const struct sp_done *done)
+{
+	c->st = done->st;
+	if (d->granted != (int)c->slot)
+		return;  /* a late answer to a grant that timed out */
+	d->granted = -1;
+	d->next_grant_ns = _sp_now_ns() + d->knob[SP_SLEEP_MILLISECS] * 1000000LL;
+	if (done->pass_done || done->visited == 0) {
+		/* This client's pass is complete: the next one's turn. */
+		d->cursor = c->slot + 1;
+		d->pass_had_work = true;
+	}
+}
+
+static void handle_message(sp_daemon *d, struct sp_client *c)
+{
+	char why[160];
+	uint32_t n = 0;
+	const uint8_t *payload = c->buf;
+	if (_sp_proto_check(&c->hdr, payload, true, &n, why, sizeof(why))) {
+		violation(d, c, -EPROTO, why);
+		return;
+	}
+	uint16_t t = c->hdr.type;
+	if (!c->hello && t != SP_MSG_HELLO) {
+		violation(d, c, -EPROTO, "HELLO expected first");
+		return;
+	}
+	const void *recs = payload + sizeof(struct sp_count);
+	switch (t) {
+	case SP_MSG_HELLO: {
+		if (c->hello) {
+			violation(d, c, -EPROTO, "second HELLO");
+			return;
+		}
+		const struct sp_hello *h = (const void *)payload;
+		c->hello = true;
+		c->control = h->flags & SP_HELLO_CONTROL;
+		memcpy(c->comm, h->comm, sizeof(c->comm));
+		c->comm[sizeof(c->comm) - 1] = 0;
+		c->dom = domain_for(d, c->uid);
+		if (!c->dom) {
+			violation(d, c, -ENOMEM, "out of memory for a new domain");
+			return;
+		}
+		c->dom->clients++;
+		struct sp_welcome w = { .client_id = c->id, .epoch = d->epoch, .uid = c->uid, .seg_pages = SP_SEG_PAGES };
+		for (int p = 0; p < SP_PARAM_COUNT && p < SP_PROTO_KNOBS; p++)
+			w.knob[p] = d->knob[p];
+		send_to(d, c, SP_MSG_WELCOME, &w, sizeof(w), -1);
+		logmsg(d, 2, "client %llu: pid %d uid %u %s%s", (unsigned long long)c->id, (int)c->pid,
+		       (unsigned)c->uid, c->comm, c->control ? " (control)" : "");
+		return;
+	}
+	case SP_MSG_LOOKUP: {
+		struct sp_count *cnt = (void *)d->scratch;
+		struct sp_result_rec *res = (void *)(d->scratch + sizeof(*cnt));
+		cnt->n = n;
+		cnt->pad = 0;
+		_sp_domain_lookup(c->dom, c, recs, n, d->knob[SP_MAX_PAGE_SHARING], res);
+		if (send_segments(d, c, res, n))
+			send_to(d, c, SP_MSG_LOOKUP_REPLY, d->scratch, _sp_proto_counted_size(SP_MSG_LOOKUP_REPLY, n), -1);
+		return;
+	}
+	case SP_MSG_PUBLISH: {
+		struct sp_count *cnt = (void *)d->scratch;
+		struct sp_result_rec *res = (void *)(d->scratch + sizeof(*cnt));
+		cnt->n = n;
+		cnt->pad = 0;
+		bool numa = !d->knob[SP_MERGE_ACROSS_NODES];
+		struct sp_note notes[SP_PROTO_MAX_PUBLISH];
+		uint32_t nn = _sp_domain_publish(c->dom, c, recs, n, d->knob[SP_MAX_PAGE_SHARING], numa, res, notes);
+		if (send_segments(d, c, res, n))
+			send_to(d, c, SP_MSG_PUBLISH_REPLY, d->scratch, _sp_proto_counted_size(SP_MSG_PUBLISH_REPLY, n), -1);
+		/* The waiting partners, after the reply (notifying may drop one). */
+		for (uint32_t i = 0; i < nn; i++)
+			notify_partner(d, notes[i].slot, &notes[i].rec);
+		return;
+	}
+	case SP_MSG_REFS:
+		if (_sp_domain_refs(c->dom, c, recs, n, why, sizeof(why)))
+			violation(d, c, -EPROTO, why);
+		return;
+	case SP_MSG_FORGET:
+		_sp_domain_forget(c->dom, c, recs, n);
+		return;
+	case SP_MSG_DONE:
+		handle_done(d, c, (const void *)payload);
+		return;
+	case SP_MSG_FORKED:
+		_sp_domain_forked(c->dom);
+		return;
+	case SP_MSG_STATS_REQ: {
+		struct sp_stats st;
+		domain_sample(d, c->dom, &st);
+		send_to(d, c, SP_MSG_STATS, &st, sizeof(st), -1);
+		return;
+	}
+	case SP_MSG_SET:
+		handle_set(d, c, payload, c->hdr.len);
+		return;
+	case SP_MSG_LIST_REQ:
+		handle_list(d, c);
+		return;
+	default:
+		violation(d, c, -EPROTO, "unexpected message");
+	}
+}
+
+/* Read what is there; handle whole messages. Bounded per call, so that a
+ * flooding client cannot starve the others. */
+static void read_client(sp_daemon *d, struct sp_client *c)
+{
+	for (int budget = 64; budget > 0; budget--) {
+		size_t want;
+		uint8_t *dst;
+		if (c->got < sizeof(c->hdr)) {
+			want = sizeof(c->hdr) - c->got;
+			dst = (uint8_t *)&c->hdr + c->got;
+		} else {
+			if (c->hdr.magic != SP_PROTO_MAGIC || c->hdr.len > SP_PROTO_MAX_PAYLOAD) {
+				violation(d, c, -EPROTO, "bad message header");
+				return;
+			}
+			if (c->cap < c->hdr.len) {
+				uint8_t *b = realloc(c->buf, c->hdr.len);
+				if (!b) {
+					violation(d, c, -ENOMEM, "out of memory");
+					return;
+				}
+				c->buf = b;
+				c->cap = c->hdr.len;
+			}
+			want = sizeof(c->hdr) + c->hdr.len - c->got;
+			dst = c->buf + (c->got - sizeof(c->hdr));
+		}
+		if (want) {
+			union {
+				struct cmsghdr cm;
+				char b[CMSG_SPACE(sizeof(int) * 4)];
+			} ctl;
+			struct iovec iov = { dst, want };
+			struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+					    .msg_controllen = sizeof(ctl.b) };
+			ssize_t r = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			if (r <= 0) {
+				/* A process that exits may leave unread grants: a reset is a goodbye too. */
+				bool bye = (r == 0 || errno == ECONNRESET) && !c->got;
+				drop_client(d, c, bye ? NULL : r == 0 ? "closed mid-message" : strerror(errno));
+				return;
+			}
+			if (m.msg_controllen) {
+				for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm))
+					if (cm->cmsg_type == SCM_RIGHTS)
+						for (int *f = (int *)CMSG_DATA(cm);
+						     (char *)f < (char *)cm + cm->cmsg_len; f++)
+							close(*f);
+				violation(d, c, -EPROTO, "clients may not send file descriptors");
+				return;
+			}
+			c->got += (size_t)r;
+			if ((size_t)r < want)
+				return;
+		}
+		if (c->got >= sizeof(c->hdr) && c->got == sizeof(c->hdr) + c->hdr.len) {
+			c->got = 0;
+			uint64_t id = c->id;
+			uint32_t slot = c->slot;
+			handle_message(d, c);
+			if (d->clients[slot] != c || c->id != id)
+				return;  /* dropped */
+		}
+	}
+}
+
+/* ------------------------------------------------------------- pacing */
+
+static void pace(sp_daemon *d, int64_t now)
+{
+	if (d->granted >= 0) {
+		struct sp_client *c = d->clients[d->granted];
+		if (c && now - d->grant_ns < GRANT_TIMEOUT_NS)
+			return;
+		if (c)
+			logmsg(d, 1, "client %llu did not finish its grant in time: skipped", (unsigned long long)c->id);
+		d->granted = -1;
+		d->cursor++;
+	}
+	if (d->knob[SP_RUN] != 1 || now < d->next_grant_ns)
+		return;
+	for (uint32_t k = 0; k < SP_MAX_CLIENTS; k++) {
+		if (d->cursor >= SP_MAX_CLIENTS) {
+			/* Wrapped: every client had its pass. */
+			if (d->pass_had_work)
+				end_of_pass(d);
+			d->pass_had_work = false;
+			d->cursor = 0;
+		}
+		struct sp_client *c = d->clients[d->cursor];
+		if (c && c->hello && !c->control) {
+			int64_t pts = d->knob[SP_PAGES_TO_SCAN];
+			struct sp_grant g = { (uint32_t)(pts > 0 && pts < (1ll << 31) ? pts : 1), 0 };
+			uint32_t slot = c->slot;
+			if (send_to(d, c, SP_MSG_GRANT, &g, sizeof(g), -1)) {
+				d->granted = (int)slot;
+				d->grant_ns = now;
+			}
+			return;
+		}
+		d->cursor++;
+	}
+	/* Nobody to grant: look again after a pause, not in a busy loop. */
+	d->next_grant_ns = now + (d->knob[SP_SLEEP_MILLISECS] + 1) * 1000000LL;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+int sp_daemon_new(const sp_daemon_config *cfg, sp_daemon **out)
+{
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	sp_daemon *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->listen_fd = -1;
+	d->granted = -1;
+	d->system = cfg && cfg->system;
+	d->verbose = cfg ? cfg->verbose : 0;
+	d->owner = geteuid();
+	d->epoch = (uint64_t)_sp_now_ns() ^ ((uint64_t)getpid() << 32);
+	for (int p = 0; p < SP_PARAM_COUNT; p++)
+		if (sp_param_describe(p)->flags & SP_PF_KNOB)
+			d->knob[p] = sp_param_describe(p)->def;
+	/* The kernel starts stopped because KSM is there whether wanted or
+	 * not; starting samepaged is itself the decision to merge. */
+	d->knob[SP_RUN] = cfg && cfg->stopped ? 0 : 1;
+	d->scratch = malloc(SP_PROTO_MAX_PAYLOAD);
+	char why[200] = "";
+	int r = d->scratch ? 0 : -ENOMEM;
+	if (!r) {
+		if (cfg && cfg->socket)
+			snprintf(d->path, sizeof(d->path), "%s", cfg->socket);
+		else
+			r = sp_socket_path(d->system, d->path, sizeof(d->path));
+	}
+	if (!r)
+		r = prepare_dir(d->path, d->system, why, sizeof(why));
+	if (!r) {
+		d->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", d->path);
+		/* A socket left by a daemon that died: replace it, but never a live one. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			snprintf(why, sizeof(why), "another samepaged is already serving %s", d->path);
+			r = -EADDRINUSE;
+		} else {
+			unlink(d->path);
+		}
+		if (probe >= 0)
+			close(probe);
+		if (!r && (d->listen_fd < 0 || bind(d->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+			   listen(d->listen_fd, 64) != 0)) {
+			r = -errno;
+			snprintf(why, sizeof(why), "cannot listen on %s: %s", d->path, strerror(errno));
+		}
+		if (!r && d->system)
+			chmod(d->path, 0666);  /* everyone may connect; SO_PEERCRED tells who */
+	}
+	if (r) {
+		_sp_set_last_error(why);
+		sp_daemon_free(d);
+		return r;
+	}
+	logmsg(d, 1, "serving %s (%s)", d->path, d->system ? "system-wide" : "this user");
+	*out = d;
+	return 0;
+}
+
+const char *sp_daemon_socket(const sp_daemon *d)
+{
+	return d ? d->path : NULL;
+}
+
+void sp_daemon_stop(sp_daemon *d)
+{
+	if (d)
+		d->stop = 1;
+}
+
+int sp_daemon_run(sp_daemon *d)
+{
+	if (!d)
+		return -EINVAL;
+	struct pollfd pf[SP_MAX_CLIENTS + 1];
+	uint32_t slots[SP_MAX_CLIENTS + 1];
+	while (!d->stop) {
+		int64_t now = _sp_now_ns();
+		pace(d, now);
+		nfds_t n = 0;
+		pf[n++] = (struct pollfd){ d->listen_fd, POLLIN, 0 };
+		for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++)
+			if (d->clients[i]) {
+				slots[n] = i;
+				pf[n++] = (struct pollfd){ d->clients[i]->fd, POLLIN, 0 };
+			}
+		int timeout = 1000;
+		if (d->knob[SP_RUN] == 1 && d->granted < 0) {
+			int64_t ms = (d->next_grant_ns - now) / 1000000;
+			timeout = ms < 0 ? 0 : ms < 1000 ? (int)ms : 1000;
+		}
+		int r = poll(pf, n, timeout);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r <= 0)
+			continue;
+		if (pf[0].revents & POLLIN)
+			accept_client(d);
+		for (nfds_t i = 1; i < n; i++)
+			if (pf[i].revents && d->clients[slots[i]])
+				read_client(d, d->clients[slots[i]]);
+	}
+	return 0;
+}
+
+void sp_daemon_free(sp_daemon *d)
+{
+	if (!d)
+		return;
+	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++)
+		if (d->clients[i])
+			drop_client(d, d->clients[i], NULL);
+	while (d->domains) {
+		struct sp_domain *n = d->domains->next;
+		_sp_domain_free(d->domains);
+		d->domains = n;
+	}
+	if (d->listen_fd >= 0) {
+		close(d->listen_fd);
+		unlink(d->path);
+	}
+	free(d->scratch);
+	free(d);
+}

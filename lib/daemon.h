@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * samepaged's insides: the daemon (daemon.c: sockets, clients, pacing,
+ * control) and the trust domains (domain.c: each domain's index and store).
+ */
+#ifndef SP_DAEMON_H
+#define SP_DAEMON_H
+
+#include "engine.h"
+#include "proto.h"
+
+#include <sys/types.h>
+
+#define SP_MAX_CLIENTS 1024
+
+struct sp_domain;
+
+struct sp_client {
+	int fd;
+	uint32_t slot;
+	uint64_t id;
+	pid_t pid;
+	uid_t uid;
+	char comm[16];
+	bool hello, control;
+	struct sp_domain *dom;
+	struct sp_index refs;        /* store page id (tagged) -> refs << 32 | sharers */
+	uint64_t unstable;           /* entries this client put in the unstable index */
+	uint8_t *have_seg;           /* segments whose fd it has been sent */
+	uint32_t have_seg_cap;
+	struct sp_client_stats st;   /* from its last DONE */
+	/* receiving */
+	struct sp_hdr hdr;
+	size_t got;                  /* bytes of header+payload received */
+	uint8_t *buf;
+	size_t cap;
+	int64_t connected_ns;
+};
+
+struct sp_domain {
+	uint32_t key;                /* uid, or a configured group */
+	struct sp_store store;
+	struct sp_stable stable;
+	struct sp_index unstable;    /* content key -> client slot << 48 | page number */
+	uint64_t pages_shared, pages_sharing;
+	struct sp_client_stats gone; /* counters of clients that left */
+	uint32_t clients;
+	int64_t publish_backoff_ns;  /* memory ran short: no new store pages until then */
+	struct sp_domain *next;
+};
+
+/* domain.c */
+struct sp_domain *_sp_domain_new(uint32_t key);
+void _sp_domain_free(struct sp_domain *dom);
+void _sp_domain_lookup(struct sp_domain *dom, struct sp_client *c, const struct sp_lookup_rec *r, uint32_t n,
+		       int64_t max_sharing, struct sp_result_rec *out);
+/* Publishes pages. For each published page whose content waited in the
+ * unstable index for another page, a notification for that page's client
+ * is added to notes (at most n); returns how many. */
+struct sp_note {
+	uint32_t slot;
+	struct sp_notify_rec rec;
+};
+uint32_t _sp_domain_publish(struct sp_domain *dom, struct sp_client *c, const struct sp_publish_rec *r, uint32_t n,
+			    int64_t max_sharing, bool numa_keys, struct sp_result_rec *out, struct sp_note *notes);
+/* -EPROTO if the client releases more than it holds or names no page. */
+int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_refs_rec *r, uint32_t n,
+		    char *why, size_t whylen);
+void _sp_domain_forget(struct sp_domain *dom, struct sp_client *c, const struct sp_forget_rec *r, uint32_t n);
+/* The client left (or died): release everything it held. */
+void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c);
+/* A client forked: pages mapped so far may be mapped by processes we do not know. */
+void _sp_domain_forked(struct sp_domain *dom);
+/* run=2: forget the unstable index (clients unmerge and release their pages). */
+void _sp_domain_reset_unstable(struct sp_domain *dom);
+int64_t _sp_domain_metadata(const struct sp_domain *dom);
+
+#endif

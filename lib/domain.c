@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A trust domain of samepaged: the processes whose pages may share
+ * (by default, one user's). The domain owns the stable index and store of
+ * merged contents, and an unstable index of pages waiting for a partner.
+ *
+ * The daemon never reads client memory: a client sends the keys of its
+ * quiet pages (LOOKUP), and the contents only when another page with the
+ * same key exists (PUBLISH). Clients compare bytes themselves, frozen,
+ * before mapping a store page, so a wrong or lying client can waste store
+ * space in its own domain but never make another process read wrong data.
+ */
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define REF_TAG (1ull << 63)   /* index keys must not be 0 or 1 */
+#define UNSTABLE_PER_CLIENT (1u << 24)
+
+static uint64_t pack_unstable(uint32_t slot, uint64_t addr)
+{
+	return ((uint64_t)slot << 48) | (addr >> 12);
+}
+
+struct sp_domain *_sp_domain_new(uint32_t key)
+{
+	struct sp_domain *dom = _sp_meta_alloc(sizeof(*dom));
+	if (!dom)
+		return NULL;
+	dom->key = key;
+	_sp_store_init(&dom->store);
+	dom->stable.store = &dom->store;
+	if (_sp_index_init(&dom->stable.ix, 1024) || _sp_index_init(&dom->unstable, 1024)) {
+		_sp_domain_free(dom);
+		return NULL;
+	}
+	return dom;
+}
+
+void _sp_domain_free(struct sp_domain *dom)
+{
+	if (!dom)
+		return;
+	dom->store.no_punch = true;
+	_sp_store_fini(&dom->store);
+	_sp_index_fini(&dom->stable.ix);
+	_sp_index_fini(&dom->unstable);
+	_sp_meta_free(dom, sizeof(*dom));
+}
+
+void _sp_domain_lookup(struct sp_domain *dom, struct sp_client *c, const struct sp_lookup_rec *r, uint32_t n,
+		       int64_t max_sharing, struct sp_result_rec *out)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		out[i].kind = SP_LOOKUP_NONE;
+		out[i].id = 0;
+		uint32_t id = _sp_stable_find(&dom->stable, r[i].key, max_sharing);
+		if (id != SP_NONE) {
+			out[i].kind = SP_LOOKUP_STORE;
+			out[i].id = id;
+			continue;
+		}
+		uint64_t v, mine = pack_unstable(c->slot, r[i].addr);
+		if (_sp_index_get(&dom->unstable, r[i].key, &v)) {
+			if (v != mine)
+				out[i].kind = SP_LOOKUP_PUBLISH;
+			continue;
+		}
+		/* Bounded, so that one client cannot fill the daemon's memory. */
+		if (c->unstable < UNSTABLE_PER_CLIENT && _sp_index_put(&dom->unstable, r[i].key, mine) == 0)
+			c->unstable++;
+	}
+}
+
+uint32_t _sp_domain_publish(struct sp_domain *dom, struct sp_client *c, const struct sp_publish_rec *r, uint32_t n,
+			    int64_t max_sharing, bool numa_keys, struct sp_result_rec *out, struct sp_note *notes)
+{
+	int64_t now = _sp_now_ns();
+	uint32_t nn = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		out[i].kind = SP_LOOKUP_FAIL;
+		out[i].id = 0;
+		/* The content must be what the key says (it may have changed
+		 * under the client while it copied it: then nothing is stored). */
+		uint64_t h = XXH3_64bits(r[i].data, SP_PROTO_PAGE);
+		if (numa_keys)
+			h ^= (uint64_t)(r[i].node + 1) * 0x9E3779B97F4A7C15ull;
+		if (h != r[i].key)
+			continue;
+		uint32_t id = _sp_stable_find(&dom->stable, r[i].key, max_sharing);
+		if (id == SP_NONE) {
+			if (now < dom->publish_backoff_ns)
+				continue;
+			int64_t nid = _sp_store_add(&dom->store, r[i].data, r[i].key, (uint8_t)r[i].node);
+			if (nid < 0) {
+				/* Memory is short: merging backs off for a while. */
+				dom->publish_backoff_ns = now + 1000000000LL;
+				continue;
+			}
+			id = (uint32_t)nid;
+			_sp_stable_insert(&dom->stable, r[i].key, id);
+		}
+		out[i].kind = SP_LOOKUP_STORE;
+		out[i].id = id;
+		/* The page that waited in the unstable index can now join it. */
+		uint64_t v;
+		if (_sp_index_get(&dom->unstable, r[i].key, &v) && v != pack_unstable(c->slot, r[i].addr)) {
+			_sp_index_del(&dom->unstable, r[i].key, v);
+			notes[nn].slot = (uint32_t)(v >> 48);
+			notes[nn].rec = (struct sp_notify_rec){ r[i].key, (v & ((1ull << 48) - 1)) << 12, id, 0 };
+			nn++;
+		}
+	}
+	return nn;
+}
+
+static void sharers_change(struct sp_domain *dom, struct sp_spage *s, int delta)
+{
+	for (; delta > 0; delta--)
+		if (s->sharers++ == 0)
+			dom->pages_shared++;
+		else
+			dom->pages_sharing++;
+	for (; delta < 0 && s->sharers > 0; delta++)
+		if (--s->sharers == 0)
+			dom->pages_shared--;
+		else
+			dom->pages_sharing--;
+}
+
+int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_refs_rec *r, uint32_t n,
+		    char *why, size_t whylen)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t id = r[i].id;
+		if (id >= dom->store.npg_cap || id / SP_SEG_PAGES >= dom->store.nseg || !dom->store.pg[id].live) {
+			snprintf(why, whylen, "reference to store page %u, which does not exist", id);
+			return -EPROTO;
+		}
+		uint64_t v = 0;
+		_sp_index_get(&c->refs, id | REF_TAG, &v);
+		int64_t refs = (int64_t)(v >> 32) + r[i].refs, sharers = (int64_t)(v & 0xffffffffu) + r[i].sharers;
+		if (refs < 0 || sharers < 0 || sharers > refs || refs > (1 << 30)) {
+			snprintf(why, whylen, "store page %u: %lld references, %lld sharers", id, (long long)refs,
+				 (long long)sharers);
+			return -EPROTO;
+		}
+		struct sp_spage *s = &dom->store.pg[id];
+		sharers_change(dom, s, r[i].sharers);
+		if (refs == 0)
+			_sp_index_del(&c->refs, id | REF_TAG, v);
+		else if (_sp_index_put(&c->refs, id | REF_TAG, ((uint64_t)refs << 32) | (uint64_t)sharers))
+			return -ENOMEM;
+		if (r[i].refs > 0) {
+			s->refs += (uint32_t)r[i].refs;
+		} else {
+			for (int32_t k = r[i].refs; k < 0; k++)
+				_sp_stable_put(&dom->stable, id);  /* may free it, if nothing else can map it */
+		}
+	}
+	return 0;
+}
+
+void _sp_domain_forget(struct sp_domain *dom, struct sp_client *c, const struct sp_forget_rec *r, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (_sp_index_del(&dom->unstable, r[i].key, pack_unstable(c->slot, r[i].addr)) && c->unstable)
+			c->unstable--;
+}
+
+void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c)
+{
+	for (size_t i = 0; i < c->refs.cap; i++) {
+		uint64_t k = c->refs.keys[i];
+		if (k < 2 || !(k & REF_TAG))
+			continue;
+		uint32_t id = (uint32_t)(k & ~REF_TAG);
+		uint64_t v = c->refs.vals[i];
+		struct sp_spage *s = &dom->store.pg[id];
+		sharers_change(dom, s, -(int)(v & 0xffffffffu));
+		for (uint64_t k2 = v >> 32; k2 > 0; k2--)
+			_sp_stable_put(&dom->stable, id);
+	}
+	struct sp_client_stats *g = &dom->gone;
+	g->cow += c->st.cow;
+	g->scanned += c->st.scanned;
+	g->skipped += c->st.skipped;
+	g->skipped_map += c->st.skipped_map;
+}
+
+void _sp_domain_forked(struct sp_domain *dom)
+{
+	dom->store.fork_gen++;
+}
+
+void _sp_domain_reset_unstable(struct sp_domain *dom)
+{
+	_sp_index_fini(&dom->unstable);
+	_sp_index_init(&dom->unstable, 1024);
+}
+
+int64_t _sp_domain_metadata(const struct sp_domain *dom)
+{
+	return (int64_t)(sizeof(*dom) + _sp_index_bytes(&dom->stable.ix) + _sp_index_bytes(&dom->unstable)) +
+	       _sp_store_overhead(&dom->store);
+}

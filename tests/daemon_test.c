@@ -1,0 +1,699 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: merging across real, separate processes through samepaged:
+ * several processes with the same data share physical pages (seen in
+ * pagemap and PSS), every page verified; a client killed mid-merge, the
+ * daemon killed and restarted, hostile clients, and two users on one daemon
+ * who must never share.
+ */
+#include "helpers.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PG 4096UL
+
+static char sock_path[PATH_MAX];
+static char *sock_dir;
+static pid_t daemon_pid;  /* killed at exit whatever happens */
+
+static void kill_daemon_at_exit(void)
+{
+	if (daemon_pid > 0)
+		kill(daemon_pid, SIGKILL);
+}
+
+static void msleep(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* A daemon on a private socket of this test; its output goes to a log. */
+static pid_t start_daemon(bool system)
+{
+	if (!sock_dir) {
+		sock_dir = make_tempdir();
+		snprintf(sock_path, sizeof(sock_path), "%s/d/samepaged.sock", sock_dir);
+		setenv("SAMEPAGE_SOCKET", sock_path, 1);
+		if (system)
+			chmod(sock_dir, 0755);
+	}
+	static bool hooked;
+	if (!hooked) {
+		atexit(kill_daemon_at_exit);
+		hooked = true;
+	}
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char log[PATH_MAX];
+		snprintf(log, sizeof(log), "%s/daemon.log", sock_dir);
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		const char *argv[] = { build_path("bin/samepaged"), "-v", "--socket", sock_path,
+				       system ? "--system" : NULL, NULL };
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	/* ready when the socket answers */
+	for (int i = 0; i < 200; i++) {
+		sp_ctl *c;
+		if (sp_ctl_open(sock_path, &c) == 0) {
+			sp_setting fast[] = { { "pages_to_scan", "5000" }, { "sleep_millisecs", "2" } };
+			sp_diag d;
+			assert_int_equal(sp_ctl_set(c, fast, 2, 0, &d), 0);
+			sp_ctl_close(c);
+			daemon_pid = pid;
+			return pid;
+		}
+		msleep(10);
+	}
+	fail_msg("samepaged did not start (see %s/daemon.log)", sock_dir);
+	return -1;
+}
+
+static void stop_daemon(pid_t pid, int sig)
+{
+	daemon_pid = 0;
+	kill(pid, sig);
+	int st;
+	waitpid(pid, &st, 0);
+}
+
+static void cleanup_dir(void)
+{
+	if (sock_dir) {
+		remove_tree(sock_dir);
+		free(sock_dir);
+		sock_dir = NULL;
+	}
+}
+
+static sp_sample domain_sample(void)
+{
+	sp_sample s;
+	memset(&s, 0, sizeof(s));
+	sp_ctl *c;
+	if (sp_ctl_open(sock_path, &c) == 0) {
+		sp_ctl_sample(c, &s);
+		sp_ctl_close(c);
+	}
+	return s;
+}
+
+static bool wait_sharing(int64_t want, int timeout_ms)
+{
+	for (int t = 0; t < timeout_ms; t += 20) {
+		if (domain_sample().value[SP_PAGES_SHARING] >= want)
+			return true;
+		msleep(20);
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------ clients */
+
+struct client {
+	pid_t pid;
+	int cmd, reply;
+};
+
+struct answer {
+	int32_t bad;          /* pages that differ from what the client wrote */
+	uint64_t pfn;         /* of its first page (0 if hidden) */
+	int64_t pss_kb;
+	uint64_t addr;        /* of its first page */
+};
+
+/* The PFN of another process's page, as root sees it (0 if hidden). */
+static uint64_t pfn_of(pid_t pid, uint64_t addr)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	int fd = open(path, O_RDONLY);
+	uint64_t v = 0;
+	if (fd >= 0 && pread(fd, &v, 8, (off_t)(addr / PG * 8)) != 8)
+		v = 0;
+	if (fd >= 0)
+		close(fd);
+	return v & ((1ull << 55) - 1);
+}
+
+static uint64_t page_pfn(const void *a)
+{
+	(void)*(volatile const uint8_t *)a;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t v = 0;
+	if (pread(fd, &v, 8, (off_t)((uintptr_t)a / PG * 8)) != 8)
+		v = 0;
+	close(fd);
+	return v & ((1ull << 55) - 1);
+}
+
+static int64_t pss_kb(void)
+{
+	return proc_kb("/proc/self/smaps_rollup", "Pss");
+}
+
+/* Content number k: a byte pattern, and k itself in the first 8 bytes, so
+ * that any number of contents are all different. */
+static void fill(uint8_t *p, uint64_t k)
+{
+	memset(p, (int)(1 + k % 251), PG);
+	memcpy(p, &k, sizeof(k));
+}
+
+static bool filled_ok(const uint8_t *p, uint64_t k)
+{
+	uint64_t got;
+	memcpy(&got, p, sizeof(got));
+	if (got != k)
+		return false;
+	for (size_t off = 8; off < PG; off += 64)
+		if (p[off] != (uint8_t)(1 + k % 251))
+			return false;
+	return true;
+}
+
+static atomic_bool writer_stop;
+static uint8_t *writer_area;
+
+static void *writer_main(void *arg)
+{
+	(void)arg;
+	uint64_t n = 0;
+	while (!atomic_load(&writer_stop)) {
+		for (int i = 0; i < 16; i++)
+			memcpy(writer_area + i * PG, &n, 8);
+		n++;
+	}
+	return NULL;
+}
+
+/* The child: an engine shared through the daemon, `pages` pages whose
+ * contents repeat every `distinct` pages (the same in every client), then
+ * commands from the parent: 'v' verify, 'q' quit. uid >= 0: become it. */
+static void client_body(int cmd, int reply, size_t pages, size_t distinct, int uid, bool writer)
+{
+	if (uid >= 0 && (setgroups(0, NULL) || setgid((gid_t)uid) || setuid((uid_t)uid)))
+		_exit(5);
+	/* like a process started as that user (setuid without exec is not dumpable) */
+	if (uid >= 0)
+		prctl(PR_SET_DUMPABLE, 1);
+	sp_engine *e;
+	if (sp_engine_new(SP_ENGINE_SHARED, &e))
+		_exit(6);
+	uint8_t *m = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (size_t i = 0; i < pages; i++)
+		fill(m + i * PG, i % distinct);
+	if (sp_madvise(e, m, pages * PG, MADV_MERGEABLE))
+		_exit(7);
+	pthread_t th;
+	if (writer) {
+		writer_area = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		pthread_create(&th, NULL, writer_main, NULL);
+	}
+	char c = 'r';
+	if (write(reply, &c, 1) != 1)
+		_exit(8);
+	while (read(cmd, &c, 1) == 1) {
+		if (c == 'q')
+			break;
+		struct answer a = { 0, page_pfn(m), pss_kb(), (uintptr_t)m };
+		for (size_t i = 0; i < pages; i++)
+			a.bad += !filled_ok(m + i * PG, i % distinct);
+		if (write(reply, &a, sizeof(a)) != sizeof(a))
+			_exit(9);
+	}
+	if (writer) {
+		atomic_store(&writer_stop, true);
+		pthread_join(th, NULL);
+	}
+	sp_engine_free(e);
+	_exit(0);
+}
+
+static struct client client_start(size_t pages, size_t distinct, int uid, bool writer)
+{
+	int a[2], b[2];
+	assert_int_equal(pipe(a), 0);
+	assert_int_equal(pipe(b), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(a[1]);
+		close(b[0]);
+		client_body(a[0], b[1], pages, distinct, uid, writer);
+	}
+	close(a[0]);
+	close(b[1]);
+	struct client c = { pid, a[1], b[0] };
+	char r;
+	assert_int_equal(read(c.reply, &r, 1), 1);
+	return c;
+}
+
+static struct answer client_verify(struct client *c)
+{
+	struct answer a;
+	memset(&a, 0, sizeof(a));
+	char v = 'v';
+	assert_int_equal(write(c->cmd, &v, 1), 1);
+	assert_int_equal(read(c->reply, &a, sizeof(a)), sizeof(a));
+	return a;
+}
+
+static int client_stop(struct client *c)
+{
+	char q = 'q';
+	if (write(c->cmd, &q, 1) != 1)
+		kill(c->pid, SIGKILL);
+	close(c->cmd);
+	close(c->reply);
+	int st;
+	waitpid(c->pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static bool have_engine(void)
+{
+	sp_engine *e;
+	if (sp_engine_new(SP_ENGINE_MANUAL, &e))
+		return false;
+	sp_engine_free(e);
+	return true;
+}
+
+#define NEED_ENGINE()                                                                   \
+	do {                                                                            \
+		if (!have_engine())                                                     \
+			SKIP_BECAUSE("userfaultfd is not available to this user on this kernel"); \
+	} while (0)
+
+/* ------------------------------------------------------------ tests */
+
+static void test_processes_merge_across(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	enum { N = 4, PAGES = 2048, DISTINCT = 32 };
+	struct client c[N];
+	for (int i = 0; i < N; i++)
+		c[i] = client_start(PAGES, DISTINCT, -1, false);
+	assert_true(wait_sharing(N * PAGES - DISTINCT - 64, 30000));
+	sp_sample s = domain_sample();
+	assert_int_equal(s.value[SP_PAGES_SHARED], DISTINCT);
+	int64_t pss_total = 0;
+	uint64_t pfn0 = 0;
+	for (int i = 0; i < N; i++) {
+		struct answer a = client_verify(&c[i]);
+		assert_int_equal(a.bad, 0);
+		pss_total += a.pss_kb;
+		if (i == 0)
+			pfn0 = a.pfn;
+		else if (a.pfn && pfn0)
+			assert_true(a.pfn == pfn0);  /* one physical page in every process */
+	}
+	if (!pfn0)
+		print_message("PFNs hidden (not root): sharing checked through PSS only\n");
+	/* 4 x 8 MiB of data now cost about one store of 128 KiB: PSS shows it */
+	print_message("total PSS of %d clients: %lld kB (data alone was %d kB)\n", N, (long long)pss_total,
+		      N * PAGES * 4);
+	assert_true(pss_total < N * PAGES * 4 / 2 + N * 4096);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(client_stop(&c[i]), 0);
+	/* everyone left: nothing is shared any more */
+	msleep(100);
+	assert_int_equal(domain_sample().value[SP_PAGES_SHARING], 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+static long meminfo_kb(const char *key)
+{
+	return proc_kb("/proc/meminfo", key);
+}
+
+static void test_killed_client(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	long shmem0 = meminfo_kb("Shmem");
+	enum { PAGES = 8192 };
+	/* every page different within a process, the same across the three */
+	struct client a = client_start(PAGES, PAGES, -1, true);
+	struct client b = client_start(PAGES, PAGES, -1, true);
+	struct client k = client_start(PAGES, PAGES, -1, false);
+	assert_true(wait_sharing(PAGES, 30000));  /* merging is under way */
+	long shmem_merged = meminfo_kb("Shmem");   /* the store holds the contents */
+	kill(k.pid, SIGKILL);                     /* mid-merge */
+	int st;
+	waitpid(k.pid, &st, 0);
+	close(k.cmd);
+	close(k.reply);
+	msleep(500);
+	/* the killed one's references are gone: two processes share */
+	sp_sample after = domain_sample();
+	if (after.value[SP_PAGES_SHARING] > PAGES)
+		fail_msg("after the kill: pages_shared %lld, pages_sharing %lld",
+			 (long long)after.value[SP_PAGES_SHARED], (long long)after.value[SP_PAGES_SHARING]);
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&b).bad, 0);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	/* and the store space is given back once nobody maps it */
+	msleep(300);
+	long shmem1 = meminfo_kb("Shmem");
+	print_message("Shmem: %ld kB before, %ld kB merged, %ld kB after the clients left\n", shmem0, shmem_merged,
+		      shmem1);
+	assert_true(shmem_merged > shmem0 + PAGES * 4 / 4);  /* the store was really there */
+	assert_true(shmem1 < shmem0 + PAGES * 4 / 4);         /* and is given back */
+	assert_int_equal(domain_sample().value[SP_PAGES_SHARED], 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+static void test_daemon_killed_and_back(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	enum { PAGES = 1024, DISTINCT = 8 };
+	struct client a = client_start(PAGES, DISTINCT, -1, true);
+	struct client b = client_start(PAGES, DISTINCT, -1, true);
+	assert_true(wait_sharing(2 * PAGES - DISTINCT - 16, 30000));
+	stop_daemon(d, SIGKILL);
+	/* clients run on, memory intact, writers not stuck */
+	msleep(300);
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&b).bad, 0);
+	d = start_daemon(false);
+	/* they come back and merge again with the new daemon */
+	assert_true(wait_sharing(2 * PAGES - DISTINCT - 16, 30000));
+	struct answer x = client_verify(&a), y = client_verify(&b);
+	assert_int_equal(x.bad, 0);
+	assert_int_equal(y.bad, 0);
+	if (x.pfn && y.pfn)
+		assert_true(x.pfn == y.pfn);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+/* A raw connection to the daemon, to misbehave on. */
+static int raw_connect(void)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	struct timeval tv = { 3, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static void raw_hello(int fd)
+{
+	struct sp_hello h = { 0, getpid(), "evil" };
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_HELLO, 0, &h, sizeof(h), -1), 0);
+	struct sp_hdr hdr;
+	uint8_t buf[4096];
+	assert_true(_sp_proto_recv(fd, &hdr, buf, sizeof(buf), NULL) > 0);
+}
+
+/* The daemon hangs up: read() ends in EOF (maybe after an ERROR message). */
+static bool hung_up(int fd)
+{
+	uint8_t buf[4096];
+	for (int i = 0; i < 64; i++) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+		if (r == 0 || (r < 0 && errno == ECONNRESET))
+			return true;
+		if (r < 0)
+			return false;  /* timed out: still connected */
+	}
+	return false;
+}
+
+static void test_hostile_clients(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	/* a good client merges all along */
+	struct client good = client_start(1024, 4, -1, true);
+	struct client good2 = client_start(1024, 4, -1, false);
+
+	int fd = raw_connect();  /* garbage */
+	assert_int_equal(write(fd, "GET / HTTP/1.0\r\n\r\n", 18), 18);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* a LOOKUP before HELLO */
+	struct sp_count z = { 0, 0 };
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_LOOKUP, 0, &z, sizeof(z), -1), 0);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* wrong size */
+	raw_hello(fd);
+	uint8_t junk[40] = { 0 };
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_GRANT, 0, junk, sizeof(junk), -1), 0);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* a header announcing 1 GiB */
+	struct sp_hdr big = { SP_PROTO_MAGIC, SP_MSG_LOOKUP, SP_PROTO_VERSION, 1u << 30, 0 };
+	assert_int_equal(write(fd, &big, sizeof(big)), (ssize_t)sizeof(big));
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* references to pages it never had */
+	raw_hello(fd);
+	struct {
+		struct sp_count c;
+		struct sp_refs_rec r;
+	} refs = { { 1, 0 }, { 12345678, 1, 1, 0 } };
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_REFS, 0, &refs, sizeof(refs), -1), 0);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* releasing what it never held */
+	raw_hello(fd);
+	refs.r = (struct sp_refs_rec){ 0, -5, 0, 0 };
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_REFS, 0, &refs, sizeof(refs), -1), 0);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* a file descriptor */
+	raw_hello(fd);
+	int devnull = open("/dev/null", O_RDONLY);
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_FORKED, 0, &z, sizeof(z), devnull), 0);
+	close(devnull);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	fd = raw_connect();  /* a message type meant for clients */
+	raw_hello(fd);
+	struct sp_grant g = { 100, 0 };
+	assert_int_equal(_sp_proto_send(fd, SP_MSG_GRANT, 0, &g, sizeof(g), -1), 0);
+	assert_true(hung_up(fd));
+	close(fd);
+
+	/* a flood of lookups, never reading the answers: it gets dropped */
+	fd = raw_connect();
+	raw_hello(fd);
+	size_t len = _sp_proto_counted_size(SP_MSG_LOOKUP, SP_PROTO_MAX_LOOKUP);
+	uint8_t *flood = calloc(1, len);
+	((struct sp_count *)flood)->n = SP_PROTO_MAX_LOOKUP;
+	struct sp_lookup_rec *lr = (void *)(flood + sizeof(struct sp_count));
+	for (uint32_t i = 0; i < SP_PROTO_MAX_LOOKUP; i++)
+		lr[i] = (struct sp_lookup_rec){ 0x1000 + i, 0x100000 + i * PG, 0, 0 };
+	struct timeval tv = { 1, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	int sent = 0;
+	for (int i = 0; i < 5000; i++) {
+		if (_sp_proto_send(fd, SP_MSG_LOOKUP, 0, flood, len, -1))
+			break;
+		sent++;
+	}
+	free(flood);
+	close(fd);
+	print_message("flood: %d lookups of %d pages sent before the daemon stopped it\n", sent, SP_PROTO_MAX_LOOKUP);
+
+	/* nobody else noticed */
+	assert_true(wait_sharing(2 * 1024 - 4 - 16, 30000));
+	assert_int_equal(client_verify(&good).bad, 0);
+	assert_int_equal(client_verify(&good2).bad, 0);
+	assert_int_equal(client_stop(&good), 0);
+	assert_int_equal(client_stop(&good2), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+/* One system daemon, two users with the same data: they never share. */
+static void test_two_users_never_share(void **state)
+{
+	(void)state;
+	if (!is_root())
+		SKIP_BECAUSE("running clients as two users needs root");
+	NEED_ENGINE();
+	pid_t d = start_daemon(true);
+	chmod(sock_dir, 0755);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/d", sock_dir);
+	chmod(dir, 0755);
+	enum { PAGES = 512 };
+	struct client u1a = client_start(PAGES, PAGES, NOBODY_UID, false);
+	struct client u1b = client_start(PAGES, PAGES, NOBODY_UID, false);
+	struct client u2 = client_start(PAGES, PAGES, NOBODY_UID - 1, false);
+	/* wait until the first user's two processes share */
+	bool merged = false;
+	struct answer a, b, c;
+	/* the clients cannot see PFNs; root can, in their pagemap */
+	for (int t = 0; t < 300 && !merged; t++) {
+		a = client_verify(&u1a);
+		b = client_verify(&u1b);
+		a.pfn = pfn_of(u1a.pid, a.addr);
+		b.pfn = pfn_of(u1b.pid, b.addr);
+		merged = a.pfn && a.pfn == b.pfn;
+		msleep(100);
+	}
+	c = client_verify(&u2);
+	c.pfn = pfn_of(u2.pid, c.addr);
+	print_message("PFNs: user A %#llx %#llx, user B %#llx\n", (unsigned long long)a.pfn,
+		      (unsigned long long)b.pfn, (unsigned long long)c.pfn);
+	assert_int_equal(a.bad + b.bad + c.bad, 0);
+	assert_true(merged);
+	assert_true(c.pfn && c.pfn != a.pfn);  /* the other user has its own store */
+	/* each user sees only its own processes */
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgid(NOBODY_UID - 1) || setuid(NOBODY_UID - 1))
+			_exit(5);
+		sp_ctl *ctl;
+		sp_proc_ksm *list;
+		size_t n;
+		if (sp_ctl_open(sock_path, &ctl) || sp_ctl_processes(ctl, &list, &n))
+			_exit(6);
+		int bad = n != 1 || list[0].pid != u2.pid;
+		/* and may not change the pacing of everyone */
+		sp_setting s = { "pages_to_scan", "1" };
+		sp_diag dg;
+		bad += sp_ctl_set(ctl, &s, 1, 0, &dg) != -EACCES;
+		_exit(bad ? 7 : 0);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(client_stop(&u1a), 0);
+	assert_int_equal(client_stop(&u1b), 0);
+	assert_int_equal(client_stop(&u2), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+/* A per-user daemon serves its own user only. */
+static void test_per_user_daemon_refuses_others(void **state)
+{
+	(void)state;
+	if (!is_root())
+		SKIP_BECAUSE("connecting as another user needs root");
+	pid_t d = start_daemon(false);
+	chmod(sock_dir, 0755);  /* let the other user reach the socket: SO_PEERCRED must stop it */
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgid(NOBODY_UID) || setuid(NOBODY_UID))
+			_exit(5);
+		sp_ctl *ctl;
+		int r = sp_ctl_open(sock_path, &ctl);
+		_exit(r == 0 ? 1 : 0);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+static void test_cli_user_engine(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	setenv("SAMEPAGE_SOCKET", "/nonexistent/dir/sock", 1);
+	struct cmd_result r;
+	run_samepage(&r, "status", "--engine", "user", NULL);
+	assert_int_equal(r.status, 3);
+	assert_non_null(strstr(r.err, "samepaged"));
+	cmd_result_free(&r);
+	unsetenv("SAMEPAGE_SOCKET");
+	pid_t d = start_daemon(false);
+	struct client a = client_start(256, 2, -1, false);
+	struct client b = client_start(256, 2, -1, false);
+	assert_true(wait_sharing(512 - 2 - 8, 30000));
+	run_samepage(&r, "status", "--engine", "user", "--json", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "\"engine\": \"user\""));
+	assert_non_null(strstr(r.out, "\"clients\": 2"));
+	cmd_result_free(&r);
+	run_samepage(&r, "ps", "--engine", "user", NULL);
+	assert_int_equal(r.status, 0);
+	char pid[16];
+	snprintf(pid, sizeof(pid), "%d", a.pid);
+	assert_non_null(strstr(r.out, pid));
+	cmd_result_free(&r);
+	run_samepage(&r, "set", "--engine", "user", "sleep_millisecs=7", NULL);
+	assert_int_equal(r.status, 0);
+	cmd_result_free(&r);
+	run_samepage(&r, "get", "--engine", "user", "sleep_millisecs", NULL);
+	assert_string_equal(r.out, "7\n");
+	cmd_result_free(&r);
+	run_samepage(&r, "set", "--engine", "user", "sleep_millisecs=x", NULL);
+	assert_int_equal(r.status, 2);
+	cmd_result_free(&r);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+int main(int argc, char **argv)
+{
+	struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_processes_merge_across),
+		cmocka_unit_test(test_killed_client),
+		cmocka_unit_test(test_daemon_killed_and_back),
+		cmocka_unit_test(test_hostile_clients),
+		cmocka_unit_test(test_two_users_never_share),
+		cmocka_unit_test(test_per_user_daemon_refuses_others),
+		cmocka_unit_test(test_cli_user_engine),
+	};
+	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests_name("daemon", tests, NULL, NULL);
+}
