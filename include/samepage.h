@@ -334,6 +334,7 @@ typedef struct sp_engine_info {
 	int vmas;                      /* VMAs of this process (last count) */
 	int max_map_count;             /* vm.max_map_count */
 	size_t registered_pages;
+	double cpu_seconds;            /* CPU time of the engine's thread so far */
 } sp_engine_info;
 
 SP_API int sp_engine_info_get(sp_engine *e, sp_engine_info *out);
@@ -377,6 +378,18 @@ SP_API int sp_ctl_sample(sp_ctl *c, sp_sample *out);
 SP_API int sp_ctl_set(sp_ctl *c, const sp_setting *set, size_t n, unsigned flags, sp_diag *d);
 /* The domain's client processes with their counters (free() *out). */
 SP_API int sp_ctl_processes(sp_ctl *c, sp_proc_ksm **out, size_t *n);
+
+typedef struct sp_ctl_info {
+	pid_t daemon_pid;
+	uint64_t epoch;              /* changes with every daemon start */
+	unsigned clients;            /* the domain's client processes */
+	/* Merging CPU of the domain: its clients' engine threads, reported
+	 * after each grant (clients that left included). */
+	double cpu_seconds;
+	double daemon_cpu_seconds;   /* the daemon process itself, all domains */
+} sp_ctl_info;
+
+SP_API int sp_ctl_info_get(sp_ctl *c, sp_ctl_info *out);
 
 #ifdef __cplusplus
 }

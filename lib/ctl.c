@@ -101,15 +101,39 @@ static int call(sp_ctl *c, uint16_t type, const void *p, size_t len, uint16_t wa
 	return h.type == want ? r : -EPROTO;
 }
 
+static int stats(sp_ctl *c, const struct sp_stats **st)
+{
+	struct sp_count z = { 0, 0 };
+	int r = call(c, SP_MSG_STATS_REQ, &z, sizeof(z), SP_MSG_STATS);
+	*st = (const void *)c->buf;
+	return r < 0 ? r : 0;
+}
+
+int sp_ctl_info_get(sp_ctl *c, sp_ctl_info *out)
+{
+	if (!c || !out)
+		return -EINVAL;
+	const struct sp_stats *st;
+	int r = stats(c, &st);
+	if (r)
+		return r;
+	memset(out, 0, sizeof(*out));
+	out->daemon_pid = st->daemon_pid;
+	out->epoch = st->epoch;
+	out->clients = st->clients;
+	out->cpu_seconds = (double)st->cpu_ns / 1e9;
+	out->daemon_cpu_seconds = (double)st->daemon_cpu_ns / 1e9;
+	return 0;
+}
+
 int sp_ctl_sample(sp_ctl *c, sp_sample *out)
 {
 	if (!c || !out)
 		return -EINVAL;
-	struct sp_count z = { 0, 0 };
-	int r = call(c, SP_MSG_STATS_REQ, &z, sizeof(z), SP_MSG_STATS);
-	if (r < 0)
+	const struct sp_stats *st;
+	int r = stats(c, &st);
+	if (r)
 		return r;
-	const struct sp_stats *st = (const void *)c->buf;
 	memset(out, 0, sizeof(*out));
 	out->present = st->present;
 	memcpy(out->value, st->value, sizeof(out->value));
@@ -182,8 +206,8 @@ int sp_ctl_processes(sp_ctl *c, sp_proc_ksm **out, size_t *n)
 		p->ksm_merging_pages = (int64_t)rec[i].st.merging;
 		p->ksm_process_profit = ((int64_t)rec[i].st.merging + (int64_t)rec[i].st.zero) * (int64_t)SP_PAGE -
 					(int64_t)rec[i].st.metadata_bytes;
-		p->ksm_merge_any = -1;
-		p->ksm_mergeable = rec[i].st.registered > 0;
+		p->ksm_merge_any = rec[i].st.merge_any != 0;
+		p->ksm_mergeable = rec[i].st.registered > 0 || rec[i].st.merge_any;
 	}
 	*out = list;
 	*n = cnt->n;

@@ -289,10 +289,14 @@ static void domain_sample(sp_daemon *d, struct sp_domain *dom, struct sp_stats *
 		t.scanned += c->st.scanned;
 		t.skipped += c->st.skipped;
 		t.skipped_map += c->st.skipped_map;
+		t.cpu_ns += c->st.cpu_ns;
 		meta += (int64_t)c->st.metadata_bytes;
 	}
-	out->value[SP_PAGES_SHARED] = (int64_t)dom->pages_shared;
-	out->value[SP_PAGES_SHARING] = (int64_t)dom->pages_sharing;
+	int64_t shared = (int64_t)dom->pages_shared, sharing = (int64_t)dom->pages_sharing;
+	int64_t zero = (int64_t)t.zero;
+	_sp_zero_fold(d->knob, &shared, &sharing, &zero);
+	out->value[SP_PAGES_SHARED] = shared;
+	out->value[SP_PAGES_SHARING] = sharing;
 	out->value[SP_PAGES_UNSHARED] = (int64_t)t.unshared;
 	out->value[SP_PAGES_VOLATILE] = (int64_t)t.volatile_;
 	out->value[SP_PAGES_SCANNED] = (int64_t)t.scanned;
@@ -300,14 +304,20 @@ static void domain_sample(sp_daemon *d, struct sp_domain *dom, struct sp_stats *
 	out->value[SP_FULL_SCANS] = (int64_t)d->full_scans;
 	out->value[SP_STABLE_NODE_CHAINS] = (int64_t)dom->stable.chains;
 	out->value[SP_STABLE_NODE_DUPS] = (int64_t)dom->stable.dups;
-	out->value[SP_KSM_ZERO_PAGES] = (int64_t)t.zero;
-	out->value[SP_GENERAL_PROFIT] = ((int64_t)dom->pages_sharing + (int64_t)t.zero) * (int64_t)SP_PAGE - meta;
+	out->value[SP_KSM_ZERO_PAGES] = zero;
+	out->value[SP_GENERAL_PROFIT] = (sharing + zero) * (int64_t)SP_PAGE - meta;
 	out->value[SP_COW_KSM] = (int64_t)t.cow;
 	out->value[SP_PAGES_SKIPPED_MAX_MAP_COUNT] = (int64_t)t.skipped_map;
 	for (int p = 0; p < SP_PARAM_COUNT; p++)
 		if (p != SP_KSM_SWPIN_COPY)
 			out->present |= 1ull << p;
 	out->clients = clients;
+	out->daemon_pid = (int32_t)getpid();
+	out->epoch = d->epoch;
+	out->cpu_ns = t.cpu_ns;
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0)
+		out->daemon_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 struct set_ctx {
@@ -436,6 +446,8 @@ static void end_of_pass(sp_daemon *d)
 static void handle_done(sp_daemon *d, struct sp_client *c, const struct sp_done *done)
 {
 	c->st = done->st;
+	if (done->flags & SP_DONE_STATS_ONLY)
+		return;  /* counters between grants (run=0, or a slow turn) */
 	if (d->granted != (int)c->slot)
 		return;  /* a late answer to a grant that timed out */
 	d->granted = -1;

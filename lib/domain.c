@@ -190,6 +190,7 @@ void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c)
 	g->scanned += c->st.scanned;
 	g->skipped += c->st.skipped;
 	g->skipped_map += c->st.skipped_map;
+	g->cpu_ns += c->st.cpu_ns;
 }
 
 void _sp_domain_forked(struct sp_domain *dom)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +24,27 @@ static __thread int lock_depth;
 
 void _sp_lock(sp_engine *e)
 {
-	pthread_mutex_lock(&e->lock);
+	if (pthread_mutex_trylock(&e->lock) != 0) {
+		atomic_fetch_add(&e->waiters, 1);
+		pthread_mutex_lock(&e->lock);
+		atomic_fetch_sub(&e->waiters, 1);
+	}
 	lock_depth++;
+}
+
+void _sp_yield_lock(sp_engine *e)
+{
+	/* Bounded: a waiter that is not scheduled must not stall the scan. */
+	for (int i = 0; i < 256 && atomic_load(&e->waiters) > 0; i++)
+		sched_yield();
+}
+
+void _sp_publish_pass(sp_engine *e)
+{
+	pthread_mutex_lock(&e->pass_lock);
+	atomic_store(&e->scans_done, e->full_scans);
+	pthread_cond_broadcast(&e->pass_cond);
+	pthread_mutex_unlock(&e->pass_lock);
 }
 
 void _sp_unlock(sp_engine *e)
@@ -51,6 +71,7 @@ static void fork_prepare(void)
 	pthread_mutex_lock(&engines_lock);
 	for (sp_engine *e = engines; e; e = e->next) {
 		_sp_lock(e);
+		pthread_mutex_lock(&e->pass_lock);
 		if (e->remote)
 			_sp_remote_forking(e);  /* before any reference of ours can go */
 	}
@@ -61,6 +82,7 @@ static void fork_parent(void)
 	for (sp_engine *e = engines; e; e = e->next) {
 		/* The child maps every store page mapped so far: never punch those. */
 		e->store.fork_gen++;
+		pthread_mutex_unlock(&e->pass_lock);
 		_sp_unlock(e);
 	}
 	pthread_mutex_unlock(&engines_lock);
@@ -78,6 +100,7 @@ static void fork_child(void)
 		e->store.no_punch = true;
 		if (e->remote)
 			_sp_remote_child(e);
+		pthread_mutex_unlock(&e->pass_lock);
 		_sp_unlock(e);
 	}
 	pthread_mutex_unlock(&engines_lock);
@@ -222,6 +245,7 @@ int sp_engine_sample(sp_engine *e, sp_sample *s)
 	}
 	int64_t shared = (int64_t)e->pages_shared, sharing = (int64_t)e->pages_sharing;
 	int64_t zero = (int64_t)e->state_count[SP_PG_ZERO];
+	_sp_zero_fold(e->knob, &shared, &sharing, &zero);
 	s->value[SP_PAGES_SHARED] = shared;
 	s->value[SP_PAGES_SHARING] = sharing;
 	s->value[SP_PAGES_UNSHARED] = (int64_t)e->state_count[SP_PG_UNSHARED];
@@ -258,6 +282,10 @@ int sp_engine_stat(sp_engine *e, sp_proc_ksm *out)
 	for (int st = SP_PG_WRITTEN; st <= SP_PG_ZERO; st++)
 		tracked += e->state_count[st];
 	out->ksm_rmap_items = (int64_t)tracked;
+	if (!e->knob[SP_USE_ZERO_PAGES]) {
+		merging += zero;  /* the kernel would have merged them: see _sp_zero_fold() */
+		zero = 0;
+	}
 	out->ksm_zero_pages = (int64_t)zero;
 	out->ksm_merging_pages = (int64_t)merging;
 	out->ksm_process_profit = (int64_t)(e->pages_sharing + zero) * (int64_t)SP_PAGE - metadata_bytes(e);
@@ -281,12 +309,22 @@ int sp_engine_info_get(sp_engine *e, sp_engine_info *out)
 		if (e->ranges[i])
 			pages += e->ranges[i]->npages;
 	out->registered_pages = pages;
+	out->cpu_seconds = (double)_sp_engine_cpu_ns(e) / 1e9;
 	_sp_unlock(e);
 	return 0;
 }
 
-/* ------------------------------------------------------------ scanning */
+int64_t _sp_engine_cpu_ns(sp_engine *e)
+{
+	clockid_t cid;
+	struct timespec ts;
+	if (!e->thread_started || pthread_getcpuclockid(e->thread, &cid) ||
+	    clock_gettime(cid, &ts))
+		return 0;
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
+/* ------------------------------------------------------------ scanning */
 
 /* One batch under the lock; large budgets in slices so that the
  * application's own calls are not held up for long. */
@@ -305,6 +343,7 @@ static int scan_once(sp_engine *e, int64_t budget)
 		if (e->full_scans != scans && e->merge_any)
 			_sp_any_refresh(e);
 		_sp_unlock(e);
+		_sp_yield_lock(e);
 		total += n;
 		budget -= (int64_t)slice;
 		if (n == 0)
@@ -334,26 +373,31 @@ int sp_engine_wait_scans(sp_engine *e, unsigned scans, int timeout_ms)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
+	if (!(e->flags & SP_ENGINE_MANUAL)) {
+		/* The scanner publishes passes: no need for the engine's lock,
+		 * which it would hold nearly always at sleep_millisecs=0. */
+		pthread_mutex_lock(&e->pass_lock);
+		uint64_t want = atomic_load(&e->scans_done) + scans;
+		int r = 0;
+		while (atomic_load(&e->scans_done) < want && r == 0)
+			if (pthread_cond_timedwait(&e->pass_cond, &e->pass_lock, &until) == ETIMEDOUT)
+				r = atomic_load(&e->scans_done) >= want ? 0 : -ETIMEDOUT;
+		pthread_mutex_unlock(&e->pass_lock);
+		return r;
+	}
 	_sp_lock(e);
 	uint64_t want = e->full_scans + scans;
 	int r = 0;
 	while (e->full_scans < want && r == 0) {
-		if (e->flags & SP_ENGINE_MANUAL) {
-			_sp_unlock(e);
-			int n = scan_once(e, e->knob[SP_PAGES_TO_SCAN]);
-			_sp_lock(e);
-			struct timespec now;
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			if (n <= 0 && e->full_scans < want && (e->knob[SP_RUN] != 1 || e->nranges == 0))
-				r = -EAGAIN;
-			else if (now.tv_sec > until.tv_sec ||
-				 (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
-				r = -ETIMEDOUT;
-			continue;
-		}
-		int w = pthread_cond_timedwait(&e->cond, &e->lock, &until);
-		if (w == ETIMEDOUT)
-			r = e->full_scans >= want ? 0 : -ETIMEDOUT;
+		_sp_unlock(e);
+		int n = scan_once(e, e->knob[SP_PAGES_TO_SCAN]);
+		_sp_lock(e);
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (n <= 0 && e->full_scans < want && (e->knob[SP_RUN] != 1 || e->nranges == 0))
+			r = -EAGAIN;
+		else if (now.tv_sec > until.tv_sec || (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+			r = -ETIMEDOUT;
 	}
 	_sp_unlock(e);
 	return r;
@@ -434,6 +478,8 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->cond, &ca);
+	pthread_mutex_init(&e->pass_lock, NULL);
+	pthread_cond_init(&e->pass_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	e->flags = flags;
 	e->owner = getpid();
@@ -557,6 +603,8 @@ int sp_engine_free(sp_engine *e)
 	if (e->thread_stack)
 		_sp_meta_free(e->thread_stack, THREAD_STACK);
 	pthread_cond_destroy(&e->cond);
+	pthread_cond_destroy(&e->pass_cond);
+	pthread_mutex_destroy(&e->pass_lock);
 	pthread_mutex_destroy(&e->lock);
 	_sp_meta_free(e, sizeof(*e));
 	return r == -ENOMEM || r == -EAGAIN ? -ENOMEM : 0;

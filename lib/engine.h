@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define SP_PAGE 4096UL
@@ -181,7 +182,10 @@ struct sp_page {
 	uint8_t state;
 	uint8_t age;        /* smart_scan: scans without a merge */
 	uint8_t skips : 4;  /* smart_scan: visits left to skip (at most 8) */
-	uint8_t quiet : 1;  /* checksum mode: hash unchanged since last visit */
+	uint8_t quiet : 1;  /* hash unchanged since last visit (checksum mode, hot pages) */
+	uint8_t held : 1;   /* merge held back by vm.max_map_count (counted once) */
+	uint8_t hot : 1;    /* tracking: written on consecutive visits, left unprotected */
+	uint8_t rewritten : 1; /* tracking: the last visit found it written */
 	uint8_t node;       /* NUMA node, part of the key when merge_across_nodes=0 */
 };
 
@@ -209,7 +213,13 @@ static inline uint64_t _sp_key(const struct sp_engine *e, const struct sp_page *
 
 struct sp_engine {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;         /* knob changes wake the thread; passes wake waiters */
+	pthread_cond_t cond;         /* knob changes wake the thread */
+	atomic_int waiters;          /* threads blocked in _sp_lock(): the scanner yields to them */
+	/* Full scans, published without the engine's lock so that waiting for
+	 * a pass never competes with the scanner for it. */
+	pthread_mutex_t pass_lock;
+	pthread_cond_t pass_cond;
+	_Atomic uint64_t scans_done;
 	pthread_t thread;
 	bool thread_started, stopping;
 	bool inert;                  /* a fork child's copy: no uffd, no scanning */
@@ -238,6 +248,9 @@ struct sp_engine {
 
 	int vmas, max_map_count;
 	bool vmas_dirty;             /* merges since the last count */
+	uint64_t vmas_counted_pass;  /* full_scans + 1 when counted near the limit */
+	bool hot_eval;               /* this pass checksums hot pages (scan.c) */
+	int64_t hot_eval_ns;         /* start of the last pass that did */
 	int numa_nodes;              /* nodes of this machine (or SAMEPAGE_FAKE_NUMA_NODES) */
 	int fake_numa;               /* simulated topology: node = (address / 2 MiB) % nodes */
 	bool merge_any;
@@ -290,6 +303,10 @@ uint32_t _sp_stable_find(struct sp_stable *st, uint64_t hash, int64_t max_sharin
 void _sp_stable_insert(struct sp_stable *st, uint64_t hash, uint32_t id);
 bool _sp_stable_put(struct sp_stable *st, uint32_t id);  /* one reference less; true if it died */
 void _sp_spage_put(sp_engine *e, uint32_t id);           /* the engine's: local or to the daemon */
+/* Empty pages are always dropped (no store page, no mapping). With
+ * use_zero_pages=0 the counters still say what the kernel would: the
+ * pages as sharers of ceil(n / max_page_sharing) merged zero pages. */
+void _sp_zero_fold(const int64_t *knob, int64_t *shared, int64_t *sharing, int64_t *zero);
 
 /* merge.c */
 struct sp_job {
@@ -329,6 +346,8 @@ int _sp_unmerge_run(sp_engine *e, uint32_t rid, size_t first, size_t npages, boo
 int _sp_unmerge_all(sp_engine *e, bool keep_registered);
 /* Register [start,len) on the tracking uffd (or the freeze uffd in checksum mode) and arm it. */
 int _sp_track_register(sp_engine *e, uintptr_t start, size_t len);
+/* Write-protect [start,end) on the tracking uffd again (written pages only). */
+int _sp_track_arm(sp_engine *e, uintptr_t start, uintptr_t end);
 int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len);
 bool _sp_vma_headroom(sp_engine *e, size_t merges);
 
@@ -356,7 +375,14 @@ void _sp_remote_child(sp_engine *e);
  * that calls made under it come from the engine itself (sp_in_engine). */
 void _sp_lock(sp_engine *e);
 void _sp_unlock(sp_engine *e);
+/* The scanner, having dropped the lock: let blocked callers have it first
+ * (a mutex is not fair, and at sleep_millisecs=0 the scanner would win). */
+void _sp_yield_lock(sp_engine *e);
+/* End of a full scan: wake sp_engine_wait_scans(). Under the lock. */
+void _sp_publish_pass(sp_engine *e);
 int _sp_engine_register(sp_engine *e, uintptr_t start, uintptr_t end, bool any, char *why, size_t whylen);
 int _sp_engine_unregister(sp_engine *e, uintptr_t start, uintptr_t end);
 /* "Merge any": register new mappings (at most once a second). */
 void _sp_any_refresh(sp_engine *e);
+/* CPU time of the engine's thread (0 when it has none). */
+int64_t _sp_engine_cpu_ns(sp_engine *e);

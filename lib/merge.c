@@ -54,6 +54,11 @@ static int arm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 	return 0;
 }
 
+int _sp_track_arm(sp_engine *e, uintptr_t start, uintptr_t end)
+{
+	return arm(e, start, end, NULL);
+}
+
 int _sp_track_register(sp_engine *e, uintptr_t start, size_t len)
 {
 	if (!e->tracking)
@@ -81,9 +86,16 @@ bool _sp_vma_headroom(sp_engine *e, size_t merges)
 	size_t need = 2 * merges + (margin > 256 ? margin : 256);
 	if ((size_t)e->vmas + need < (size_t)e->max_map_count)
 		return true;
+	/* Near the limit our estimate (two per merge) is pessimistic: count
+	 * for real, but once a pass at most, since reading /proc/self/maps
+	 * costs in proportion to the mappings (tens of thousands here). */
+	if (e->vmas_counted_pass == e->full_scans + 1)
+		return false;
+	e->vmas_counted_pass = e->full_scans + 1;
 	int n = _sp_maps_count();
 	if (n > 0)
 		e->vmas = n;
+	e->vmas_dirty = false;
 	return (size_t)e->vmas + need < (size_t)e->max_map_count;
 }
 

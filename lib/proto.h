@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define SP_PROTO_MAGIC 0x31475053u   /* "SPG1" */
-#define SP_PROTO_VERSION 1
+#define SP_PROTO_VERSION 2
 #define SP_PROTO_MAX_PAYLOAD (1u << 20)
 #define SP_PROTO_MAX_LOOKUP 1024     /* records per LOOKUP / NOTIFY / REFS / FORGET */
 #define SP_PROTO_MAX_PUBLISH 64      /* pages per PUBLISH (256 KiB) */
@@ -134,11 +134,17 @@ struct sp_client_stats {
 	uint64_t registered, unshared, volatile_, zero, cow, scanned, skipped, skipped_map, merging,
 		rmap_items, passes;
 	uint64_t metadata_bytes;
+	uint64_t cpu_ns;        /* the client engine thread's CPU time */
+	uint64_t merge_any;     /* 1 when "merge any" is on */
 };
+
+enum { SP_DONE_STATS_ONLY = 1u << 0 };  /* no grant answered: counters only */
 
 struct sp_done {
 	uint32_t visited;
 	uint32_t pass_done;
+	uint32_t flags;
+	uint32_t pad;
 	struct sp_client_stats st;
 };
 
@@ -150,7 +156,10 @@ struct sp_stats {
 	uint64_t present;
 	int64_t value[64];
 	uint32_t clients;
-	uint32_t pad;
+	int32_t daemon_pid;
+	uint64_t epoch;
+	uint64_t cpu_ns;        /* the domain's merging CPU: its clients' engine threads */
+	uint64_t daemon_cpu_ns; /* the daemon process (all domains) */
 };
 
 struct sp_set_hdr {

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #define SPAN_PAGES 512
+#define HOT_EVAL_NS 1000000000LL  /* hot pages are checksummed at most once a second */
 
 /* smart_scan, as mm/ksm.c: skip a page that keeps failing to merge, up to
  * 8 visits, more the older it gets. */
@@ -103,7 +104,7 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 	memset(j, 0, sizeof(*j));
 	j->rid = rid;
 	j->page = i;
-	if (e->knob[SP_USE_ZERO_PAGES] && raw == e->zero_hash && pg->state != SP_PG_COWED) {
+	if (raw == e->zero_hash && pg->state != SP_PG_COWED) {
 		pg->hash = raw;
 		j->kind = SP_JOB_ZERO;
 		(*njobs)++;
@@ -161,13 +162,24 @@ static void flush_jobs(sp_engine *e, size_t *njobs)
 	size_t n = *njobs;
 	*njobs = 0;
 	if (!_sp_vma_headroom(e, n)) {
-		e->skipped_map_count += n;
+		/* Only the zero pages go on: dropping one maps nothing. */
+		size_t keep = 0;
 		for (size_t k = 0; k < n; k++) {
+			if (e->jobs[k].kind == SP_JOB_ZERO) {
+				e->jobs[keep++] = e->jobs[k];
+				continue;
+			}
 			struct sp_page *pg = &e->ranges[e->jobs[k].rid]->pg[e->jobs[k].page];
+			if (!pg->held) {
+				pg->held = 1;  /* pages, not attempts: each one once */
+				e->skipped_map_count++;
+			}
 			if (pg->state != SP_PG_COWED && pg->state != SP_PG_UNSHARED)
 				_sp_page_set_state(e, pg, SP_PG_WRITTEN);
 		}
-		return;
+		n = keep;
+		if (n == 0)
+			return;
 	}
 	/* No signal handler may run on this thread while pages are frozen. */
 	sigset_t all, old;
@@ -221,14 +233,68 @@ static int recover_span(sp_engine *e, uintptr_t start, size_t n)
 	return _sp_track_register(e, start, n * SP_PAGE);
 }
 
-/* Tracking mode: categories of each page of the span, re-arming writes. */
+/* A page PAGEMAP_SCAN reports written. A page found written twice within
+ * about a second (passes that check hot pages are HOT_EVAL_NS apart, and
+ * only those forget an earlier write) is hot: it is left unprotected, so
+ * that the program's writes to it stop taking a write-protect fault per
+ * pass, whatever the pass rate, and it is checksummed on those passes
+ * until it held still over two of them; then it is protected again and
+ * becomes a candidate. A page written a few times a second thus stays
+ * hot, and one that stopped changing merges a second or two later, about
+ * what the kernel's two-pass rule takes at its default pace. Returns true
+ * when the page must not be re-armed by the caller. */
+static bool written_page(sp_engine *e, uint32_t rid, size_t i, bool present, size_t *njobs)
+{
+	struct sp_range *r = e->ranges[rid];
+	struct sp_page *pg = &r->pg[i];
+	uintptr_t addr = r->start + i * SP_PAGE;
+	if (pg->state == SP_PG_COWED || !present || own_page(addr)) {
+		if (pg->state != SP_PG_COWED)
+			set_written(e, rid, i, present);
+		return false;
+	}
+	if (pg->hot) {
+		if (!e->hot_eval)
+			return true;
+		uint64_t h = _sp_hash_page((const void *)addr);
+		if (h != pg->hash) {
+			pg->hash = h;
+			pg->quiet = 0;
+			return true;  /* still changing */
+		}
+		if (!pg->quiet) {
+			pg->quiet = 1;
+			return true;
+		}
+		/* Held still: protect it first, so that a write from now on
+		 * shows, then hash it for the index. */
+		pg->hot = 0;
+		pg->quiet = 0;
+		if (_sp_track_arm(e, addr, addr + SP_PAGE) != 0)
+			return false;
+		consider(e, rid, i, njobs);
+		return true;  /* armed already */
+	}
+	if (pg->rewritten && pg->state == SP_PG_WRITTEN) {
+		pg->hot = 1;  /* the last visit found it written too */
+		pg->quiet = 0;
+		pg->hash = _sp_hash_page((const void *)addr);
+		return true;
+	}
+	set_written(e, rid, i, true);
+	pg->rewritten = 1;
+	return false;
+}
+
+/* Tracking mode: categories of each page of the span. Nothing is re-armed
+ * here: visit_span() decides which written pages to protect again. */
 static int span_categories(sp_engine *e, uintptr_t start, size_t n, uint8_t *cats)
 {
 	memset(cats, 0, n);
 	uintptr_t end = start + n * SP_PAGE, at = start;
 	while (at < end) {
 		uintptr_t walk_end = end;
-		long k = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0, 0, 0,
+		long k = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_CHECK_WPASYNC, 0, 0, 0,
 					  PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO,
 					  e->vec, e->veclen, &walk_end);
 		if (k < 0)
@@ -263,9 +329,12 @@ static int span_pagemap(sp_engine *e, uintptr_t start, size_t n, uint8_t *cats)
 	return 0;
 }
 
-/* Visit n pages of range rid from page first. Returns present pages seen. */
+/* Visit n pages of range rid from page first. Returns the present pages
+ * seen that smart_scan did not skip: like ksmd's, a skipped page is not
+ * scanned and does not use the budget. */
 static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, size_t *njobs)
 {
+	uint64_t skipped_before = e->pages_skipped;
 	struct sp_range *r = e->ranges[rid];
 	uintptr_t start = r->start + first * SP_PAGE;
 	uint8_t *cats = e->cats;
@@ -276,6 +345,8 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		abandon(e, rid, first, n);
 		return 0;
 	}
+	uint8_t rearm[SPAN_PAGES];
+	memset(rearm, 0, n);
 	size_t present = 0;
 	for (size_t i = first; i < first + n; i++) {
 		if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
@@ -295,11 +366,12 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		}
 		if (e->tracking) {
 			if (c & PAGE_IS_WRITTEN) {
-				pg->quiet = 0;
-				if (pg->state != SP_PG_COWED)
-					set_written(e, rid, i, is_present);
+				if (!written_page(e, rid, i, is_present, njobs))
+					rearm[i - first] = 1;
 				continue;
 			}
+			if (e->hot_eval)
+				pg->rewritten = 0;  /* not written for a while */
 			if (!is_present || (c & PAGE_IS_PFNZERO)) {
 				if (pg->state == SP_PG_NEW || pg->state == SP_PG_WRITTEN)
 					_sp_page_set_state(e, pg, SP_PG_HOLE);
@@ -333,7 +405,21 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		}
 		consider(e, rid, i, njobs);
 	}
-	return present;
+	/* Protect the written pages again so that their next write shows:
+	 * one walk per run, none when nothing was written. */
+	for (size_t i = 0; i < n;) {
+		if (!rearm[i]) {
+			i++;
+			continue;
+		}
+		size_t k = i;
+		while (k < n && rearm[k])
+			k++;
+		_sp_track_arm(e, start + i * SP_PAGE, start + k * SP_PAGE);
+		i = k;
+	}
+	size_t skipped = (size_t)(e->pages_skipped - skipped_before);
+	return present > skipped ? present - skipped : 0;
 }
 
 /* ---------------------------------------------------------- the advisor */
@@ -418,6 +504,10 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 			bool counted = e->pass_pages > 0;
 			if (counted)
 				end_of_pass(e);
+			int64_t now = _sp_now_ns();
+			e->hot_eval = now - e->hot_eval_ns >= HOT_EVAL_NS;
+			if (e->hot_eval)
+				e->hot_eval_ns = now;
 			e->pass_pages = 0;
 			_sp_advisor_start(e);
 			e->cur_range = 0;
@@ -458,5 +548,5 @@ static void end_of_pass(sp_engine *e)
 			e->vmas = n;
 		e->vmas_dirty = false;
 	}
-	pthread_cond_broadcast(&e->cond);
+	_sp_publish_pass(e);
 }

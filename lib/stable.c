@@ -26,6 +26,17 @@ uint32_t _sp_stable_find(struct sp_stable *st, uint64_t hash, int64_t max_sharin
 	return SP_NONE;
 }
 
+void _sp_zero_fold(const int64_t *knob, int64_t *shared, int64_t *sharing, int64_t *zero)
+{
+	if (knob[SP_USE_ZERO_PAGES] || *zero == 0)
+		return;
+	int64_t mps = knob[SP_MAX_PAGE_SHARING] > 1 ? knob[SP_MAX_PAGE_SHARING] : 2;
+	int64_t heads = (*zero + mps - 1) / mps;
+	*shared += heads;
+	*sharing += *zero - heads;
+	*zero = 0;
+}
+
 static size_t chain_len(struct sp_stable *st, uint32_t head)
 {
 	size_t n = 0;

@@ -681,6 +681,98 @@ static void test_cli_user_engine(void **state)
 	cleanup_dir();
 }
 
+static bool log_has(const char *path, const char *needle, int timeout_ms)
+{
+	for (int t = 0; t < timeout_ms; t += 50) {
+		FILE *f = fopen(path, "r");
+		if (f) {
+			char line[512];
+			bool found = false;
+			while (!found && fgets(line, sizeof(line), f))
+				found = strstr(line, needle) != NULL;
+			fclose(f);
+			if (found)
+				return true;
+		}
+		msleep(50);
+	}
+	return false;
+}
+
+static int64_t domain_knob(sp_param p)
+{
+	return domain_sample().value[p];
+}
+
+/* ksmtuned's adaptive policy driving samepaged instead of the kernel:
+ * it starts the engine for a new client within seconds, the clients get
+ * merged, and it stops the engine once a full scan earns nothing. The
+ * kernel's knobs are never touched. */
+static void test_ksmtuned_drives_user_engine(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	sp_ctl *c;
+	assert_int_equal(sp_ctl_open(sock_path, &c), 0);
+	sp_setting off[] = { { "run", "0" } };
+	sp_diag dg;
+	assert_int_equal(sp_ctl_set(c, off, 1, 0, &dg), 0);
+	sp_ctl_info info;
+	assert_int_equal(sp_ctl_info_get(c, &info), 0);
+	assert_int_equal(info.daemon_pid, d);
+	sp_ctl_close(c);
+	char kernel_run[32];
+	ksm_read_text("run", kernel_run, sizeof(kernel_run));
+
+	char conf[PATH_MAX], logp[PATH_MAX], text[2048];
+	snprintf(conf, sizeof(conf), "%s/ksmtuned.conf", sock_dir);
+	snprintf(logp, sizeof(logp), "%s/ksmtuned.log", sock_dir);
+	snprintf(text, sizeof(text),
+		 "KSM_POLICY=adaptive\nKSM_ADAPTIVE_INTERVAL=1\nKSM_THRES_COEF=100\n"
+		 "KSM_ENGINE=user\nKSM_ENGINE_SOCKET=%s\nDEBUG=1\nLOGFILE=%s\nPIDFILE=\n",
+		 sock_path, logp);
+	write_file_p(conf, text);
+	pid_t t = fork();
+	assert_true(t >= 0);
+	if (t == 0) {
+		const char *prog = build_path("sbin/ksmtuned");
+		execl(prog, prog, "--foreground", "--config", conf, (char *)NULL);
+		_exit(127);
+	}
+	struct client a = client_start(1024, 16, -1, false);
+	struct client b = client_start(1024, 16, -1, false);
+	char want[96];
+	snprintf(want, sizeof(want), "new mergeable process %d", (int)a.pid);
+	bool started = log_has(logp, want, 10000);
+	if (!started) {
+		snprintf(want, sizeof(want), "new mergeable process %d", (int)b.pid);
+		started = log_has(logp, want, 1000);
+	}
+	assert_true(started);
+	assert_true(wait_sharing(2048 - 16 - 16, 30000));
+	assert_true(log_has(logp, "stop ksm: a full scan earned", 30000));
+	assert_int_equal(domain_knob(SP_RUN), 0);
+	assert_true(domain_knob(SP_PAGES_SHARING) > 0);  /* stopped, still merged */
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&b).bad, 0);
+	assert_int_equal(sp_ctl_open(sock_path, &c), 0);
+	assert_int_equal(sp_ctl_info_get(c, &info), 0);
+	assert_true(info.cpu_seconds > 0);  /* the clients' engine threads did the work */
+	sp_ctl_close(c);
+	char after[32];
+	ksm_read_text("run", after, sizeof(after));
+	assert_string_equal(after, kernel_run);
+	kill(t, SIGTERM);
+	int st;
+	waitpid(t, &st, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 int main(int argc, char **argv)
 {
 	struct CMUnitTest tests[] = {
@@ -691,6 +783,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
+		cmocka_unit_test(test_ksmtuned_drives_user_engine),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1)

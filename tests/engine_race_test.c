@@ -45,6 +45,7 @@ struct world {
 	atomic_ulong writes, checks, bad, efaults;
 	double seconds;
 	bool syscall_writes;
+	int64_t peak_sharing;  /* seen by a disturber, e.g. just before it unmerged */
 };
 
 static double race_seconds(void)
@@ -216,6 +217,8 @@ static void world_run(struct world *w, void (*disturb)(struct world *, uint64_t 
 	atomic_store(&w->stop, true);
 	for (int i = 0; i < WRITERS; i++)
 		pthread_join(th[i], NULL);
+	if (w->peak_sharing > max_sharing)
+		max_sharing = w->peak_sharing;
 	sp_sample s;
 	sp_engine_sample(w->e, &s);
 	print_message("%lu writes, %lu page checks, %lu wrong, %lu EFAULT; pages_sharing max %lld now %lld, cow_ksm %lld, full_scans %lld\n",
@@ -269,10 +272,13 @@ static void flip_run(struct world *w, uint64_t *seed)
 	sp_diag d;
 	sp_setting unmerge = { "run", "2" }, go = { "run", "1" };
 	usleep(15000);
+	sp_sample s;
+	sp_engine_sample(w->e, &s);
+	if (s.value[SP_PAGES_SHARING] > w->peak_sharing)
+		w->peak_sharing = s.value[SP_PAGES_SHARING];  /* what run=2 now has to undo */
 	int r = sp_engine_set(w->e, &unmerge, 1, 0, &d);
 	if (r)
 		fail_msg("run=2: %s", d.msg);
-	sp_sample s;
 	sp_engine_sample(w->e, &s);
 	assert_int_equal(s.value[SP_PAGES_SHARING], 0);
 	assert_int_equal(s.value[SP_PAGES_SHARED], 0);

@@ -453,14 +453,21 @@ int main(int argc, char **argv)
 	}
 	struct tune_input probe;
 	memset(&probe, 0, sizeof(probe));
+	bool user = cfg.engine == TUNE_ENGINE_USER;
 	if (dm.t.be->read(dm.t.be, &probe.eng) != 0 || !probe.eng.present) {
-		fprintf(stderr, "ksmtuned: KSM is not supported by this kernel: /sys/kernel/mm/ksm does not "
-				"exist (CONFIG_KSM is off)\n");
-		tuner_close(&dm.t);
-		tell_parent(parent, EX_NOT_SUPPORTED);
-		return EX_NOT_SUPPORTED;
+		if (user) {
+			/* samepaged may start after us: wait for it, as for a knob. */
+			fprintf(stderr, "ksmtuned: samepaged does not answer yet (%s): tuning starts when it does\n",
+				cfg.engine_socket[0] ? cfg.engine_socket : "the default socket");
+		} else {
+			fprintf(stderr, "ksmtuned: KSM is not supported by this kernel: /sys/kernel/mm/ksm does not "
+					"exist (CONFIG_KSM is off)\n");
+			tuner_close(&dm.t);
+			tell_parent(parent, EX_NOT_SUPPORTED);
+			return EX_NOT_SUPPORTED;
+		}
 	}
-	if (geteuid() != 0)
+	if (geteuid() != 0 && !user)
 		fprintf(stderr, "ksmtuned: warning: not running as root: changing KSM knobs will fail\n");
 	if (pidfile_write(&dm)) {
 		tell_parent(parent, EX_RUNTIME);

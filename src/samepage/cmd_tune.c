@@ -80,14 +80,20 @@ static void print_human(const struct tuner *t, const char *config, bool found, c
 	sp_savings_compute(&in->eng.s, &sav);
 	char profit[32];
 	tune_human(sav.profit_bytes, profit, sizeof(profit));
-	printf("  ksm: run=%lld pages_to_scan=%lld sleep_millisecs=%lld advisor_mode=%s full_scans=%lld "
-	       "profit %s\n",
-	       (long long)tune_get(in, SP_RUN, -1), (long long)tune_get(in, SP_PAGES_TO_SCAN, -1),
-	       (long long)tune_get(in, SP_SLEEP_MILLISECS, -1),
-	       !in->eng.has_advisor ? "absent" : tune_get(in, SP_ADVISOR_MODE, 0) ? "scan-time" : "none",
-	       (long long)tune_get(in, SP_FULL_SCANS, -1), profit);
+	bool user = t->cfg.engine == TUNE_ENGINE_USER;
+	if (!in->eng.present)
+		printf("  %s: absent\n", user ? "samepaged" : "ksm");
+	else
+		printf("  %s: run=%lld pages_to_scan=%lld sleep_millisecs=%lld advisor_mode=%s full_scans=%lld "
+		       "profit %s\n",
+		       user ? "samepaged" : "ksm", (long long)tune_get(in, SP_RUN, -1),
+		       (long long)tune_get(in, SP_PAGES_TO_SCAN, -1), (long long)tune_get(in, SP_SLEEP_MILLISECS, -1),
+		       !in->eng.has_advisor ? "absent" : tune_get(in, SP_ADVISOR_MODE, 0) ? "scan-time" : "none",
+		       (long long)tune_get(in, SP_FULL_SCANS, -1), profit);
 	if (in->eng.cpu_seconds >= 0)
-		printf("  ksmd: %.2f CPU-seconds since boot\n", in->eng.cpu_seconds);
+		printf("  %s: %.2f CPU-seconds\n",
+		       user ? "merging (the clients' engine threads and samepaged)" : "ksmd since boot",
+		       in->eng.cpu_seconds);
 
 	printf("\nComputed\n");
 	if (classic) {
@@ -278,8 +284,12 @@ int cmd_tune(struct cli *c, int argc, char **argv)
 	struct tune_input in;
 	r = tuner_gather(&t, &in);
 	if (r == 0 && !in.eng.present) {
+		bool user = cfg.engine == TUNE_ENGINE_USER;
 		tune_input_free(&in);
 		tuner_close(&t);
+		if (user)
+			return cli_fail(c, EXIT_NOT_RUNNING, "no samepaged answers on %s: start it (`samepaged &`)",
+					cfg.engine_socket[0] ? cfg.engine_socket : "the default socket");
 		return cli_fail(c, EXIT_NOT_SUPPORTED, "KSM is not supported by this kernel");
 	}
 	if (r) {

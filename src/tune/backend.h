@@ -6,13 +6,10 @@
  *
  *   kernel      backend_kernel.c: /sys/kernel/mm/ksm, ksmd's CPU from
  *               /proc, mergeable processes from /proc/<pid>/ksm_stat.
- *   user space  (issue 4, not built yet) samepaged's control socket:
- *               read = the daemon's aggregated sp_sample (same names),
- *               cpu_seconds = its scanner threads' CPU, mergeable = its
- *               registered clients, set = knob writes over the socket with
- *               sp_engine_set()'s rules. Add backend_user.c implementing
- *               struct tune_backend and select it in tuner_open() (e.g. a
- *               KSM_ENGINE=kernel|user variable); the policies need no change.
+ *   user space  backend_user.c: samepaged's control socket (sp_ctl_*):
+ *               the daemon's aggregated sample, cpu_seconds = its clients'
+ *               engine threads plus the daemon, mergeable = its clients.
+ *               Chosen with KSM_ENGINE=user.
  */
 #ifndef SAMEPAGE_TUNE_BACKEND_H
 #define SAMEPAGE_TUNE_BACKEND_H
@@ -37,6 +34,9 @@ struct tune_backend {
 
 /* root: NULL for this machine, or a recorded tree. */
 int tune_backend_kernel_open(const char *root, struct tune_backend **out);
+/* socket NULL or "": the user's daemon, else the system one. A daemon
+ * that is not running reads as an absent engine. */
+int tune_backend_user_open(const char *socket, struct tune_backend **out);
 
 /* Host files under root (NULL or "" for /). */
 int tune_read_meminfo(const char *root, struct tune_meminfo *out);

@@ -21,6 +21,7 @@
 static const char *const policy_words[] = { "classic", "adaptive", NULL };
 static const char *const metric_words[] = { "rsz", "pss", "vsz", NULL };
 static const char *const advisor_words[] = { "auto", "yes", "no", NULL };
+static const char *const engine_words[] = { "kernel", "user", NULL };
 
 #define U32 4294967295LL
 
@@ -67,6 +68,10 @@ const struct tune_var tune_vars[TV_COUNT] = {
 			 "after scanning stopped paying, scan again after this long (doubling); 0 never" },
 	[TV_ADVISOR] = { "KSM_ADVISOR", TVK_ENUM, 0, 0, TUNE_ADVISOR_AUTO, "auto", advisor_words, NULL,
 			 "adaptive", "use the kernel's scan-time advisor for sustained scanning" },
+	[TV_ENGINE] = { "KSM_ENGINE", TVK_ENUM, 0, 0, TUNE_ENGINE_KERNEL, "kernel", engine_words, NULL, "both",
+			"kernel (/sys/kernel/mm/ksm) or user (samepaged's control socket)" },
+	[TV_ENGINE_SOCKET] = { "KSM_ENGINE_SOCKET", TVK_STR, 0, 0, 0, "", NULL, NULL, "both",
+			       "samepaged's socket for KSM_ENGINE=user; empty: the user's daemon, else the system one" },
 };
 
 int tune_var_lookup(const char *name)
@@ -105,6 +110,7 @@ static char *str_slot(struct tune_config *c, int v)
 	case TV_LOGFILE: return c->logfile;
 	case TV_PIDFILE: return c->pidfile;
 	case TV_PROCESS_PATTERN: return c->pattern;
+	case TV_ENGINE_SOCKET: return c->engine_socket;
 	default: return NULL;
 	}
 }
@@ -115,6 +121,7 @@ static int *enum_slot(struct tune_config *c, int v)
 	case TV_POLICY: return (int *)&c->policy;
 	case TV_PS_METRIC: return (int *)&c->metric;
 	case TV_ADVISOR: return (int *)&c->advisor;
+	case TV_ENGINE: return (int *)&c->engine;
 	default: return NULL;
 	}
 }

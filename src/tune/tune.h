@@ -30,6 +30,7 @@
 enum tune_policy { TUNE_CLASSIC = 0, TUNE_ADAPTIVE = 1 };
 enum tune_metric { TUNE_RSZ = 0, TUNE_PSS = 1, TUNE_VSZ = 2 };
 enum tune_advisor { TUNE_ADVISOR_AUTO = 0, TUNE_ADVISOR_YES = 1, TUNE_ADVISOR_NO = 2 };
+enum tune_engine_kind { TUNE_ENGINE_KERNEL = 0, TUNE_ENGINE_USER = 1 };
 
 /* Every variable, in the order of tune_vars[]. */
 enum tune_var_id {
@@ -54,6 +55,8 @@ enum tune_var_id {
 	TV_PSI_THRES,
 	TV_REPROBE,
 	TV_ADVISOR,
+	TV_ENGINE,
+	TV_ENGINE_SOCKET,
 	TV_COUNT
 };
 
@@ -83,6 +86,8 @@ struct tune_config {
 	int64_t psi_thres;          /* KSM_PSI_THRES, percent (some avg10); 0 off */
 	int64_t reprobe;            /* KSM_REPROBE, seconds; 0 never */
 	enum tune_advisor advisor;  /* KSM_ADVISOR */
+	enum tune_engine_kind engine;        /* KSM_ENGINE */
+	char engine_socket[TUNE_STR_MAX];    /* KSM_ENGINE_SOCKET */
 	/* where each value came from: 0 the default, else its line number */
 	int line[TV_COUNT];
 };

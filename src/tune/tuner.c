@@ -21,6 +21,13 @@ static int compile(struct tuner *t)
 	return 0;
 }
 
+static int open_backend(struct tuner *t)
+{
+	if (t->cfg.engine == TUNE_ENGINE_USER)
+		return tune_backend_user_open(t->cfg.engine_socket, &t->be);
+	return tune_backend_kernel_open(t->root, &t->be);
+}
+
 int tuner_open(struct tuner *t, const struct tune_config *cfg, const char *root)
 {
 	memset(t, 0, sizeof(*t));
@@ -32,7 +39,7 @@ int tuner_open(struct tuner *t, const struct tune_config *cfg, const char *root)
 	adaptive_init(t->adaptive);
 	int r = compile(t);
 	if (r == 0)
-		r = tune_backend_kernel_open(root, &t->be);
+		r = open_backend(t);
 	if (r)
 		tuner_close(t);
 	return r;
@@ -53,8 +60,22 @@ void tuner_close(struct tuner *t)
 int tuner_reconfigure(struct tuner *t, const struct tune_config *cfg)
 {
 	bool same_policy = cfg->policy == t->cfg.policy;
+	bool same_engine = cfg->engine == t->cfg.engine && strcmp(cfg->engine_socket, t->cfg.engine_socket) == 0;
 	t->cfg = *cfg;
 	int r = compile(t);
+	if (r == 0 && !same_engine) {
+		/* Another engine: its counters start a new history. */
+		struct tune_backend *old = t->be;
+		t->be = NULL;
+		r = open_backend(t);
+		if (r) {
+			t->be = old;
+			return r;
+		}
+		old->close(old);
+		adaptive_init(t->adaptive);
+		t->classic.npages = 0;
+	}
 	if (!same_policy) {
 		adaptive_init(t->adaptive);
 		t->classic.npages = 0;
