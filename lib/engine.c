@@ -483,6 +483,7 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	pthread_condattr_destroy(&ca);
 	e->flags = flags;
 	e->owner = getpid();
+	e->max_map_fd = -1;
 	set_defaults(e);
 	int r = _sp_uffd_open(&e->uffd, !(flags & SP_ENGINE_CHECKSUM));
 	if (r) {
@@ -526,8 +527,10 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 		return -ENOMEM;
 	}
 	e->vmas = _sp_maps_count();
+	e->vmas_counted_ns = _sp_now_ns();
 	char buf[32];
 	e->max_map_count = _sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0 ? atoi(buf) : 65530;
+	e->max_map_fd = _sp_prim_open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC, 0);
 	if (flags & SP_ENGINE_SHARED) {
 		r = _sp_remote_init(e);
 		if (!r)
@@ -590,6 +593,8 @@ int sp_engine_free(sp_engine *e)
 	_sp_unlock(e);
 	_sp_remote_fini(e);
 	_sp_uffd_close(&e->uffd);
+	if (e->max_map_fd >= 0)
+		_sp_prim_close(e->max_map_fd);
 	_sp_store_fini(&e->store);
 	_sp_index_fini(&e->stable.ix);
 	_sp_index_fini(&e->unstable);
@@ -641,7 +646,10 @@ int _sp_engine_register(sp_engine *e, uintptr_t start, uintptr_t end, bool any, 
 			uintptr_t b = a;
 			while (b < t && !_sp_range_at(e, b, NULL))
 				b += SP_PAGE;
-			r = _sp_track_register(e, a, b - a);
+			/* Not armed: first contact is the kernel's two-pass rule
+			 * (scan.c), so memory the program keeps writing is never
+			 * write-protected at all. */
+			r = _sp_track_register(e, a, b - a, false);
 			if (r == -EBUSY) {
 				snprintf(why, whylen, "%#lx-%#lx is managed by another userfaultfd",
 					 (unsigned long)a, (unsigned long)b);

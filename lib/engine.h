@@ -249,6 +249,8 @@ struct sp_engine {
 	int vmas, max_map_count;
 	bool vmas_dirty;             /* merges since the last count */
 	uint64_t vmas_counted_pass;  /* full_scans + 1 when counted near the limit */
+	int64_t vmas_counted_ns;     /* when /proc/self/maps was last counted */
+	int max_map_fd;              /* /proc/sys/vm/max_map_count, kept open */
 	bool hot_eval;               /* this pass checksums hot pages (scan.c) */
 	int64_t hot_eval_ns;         /* start of the last pass that did */
 	int numa_nodes;              /* nodes of this machine (or SAMEPAGE_FAKE_NUMA_NODES) */
@@ -345,7 +347,7 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n);
 int _sp_unmerge_run(sp_engine *e, uint32_t rid, size_t first, size_t npages, bool keep_registered);
 int _sp_unmerge_all(sp_engine *e, bool keep_registered);
 /* Register [start,len) on the tracking uffd (or the freeze uffd in checksum mode) and arm it. */
-int _sp_track_register(sp_engine *e, uintptr_t start, size_t len);
+int _sp_track_register(sp_engine *e, uintptr_t start, size_t len, bool armed);
 /* Write-protect [start,end) on the tracking uffd again (written pages only). */
 int _sp_track_arm(sp_engine *e, uintptr_t start, uintptr_t end);
 int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len);

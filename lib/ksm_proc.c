@@ -62,7 +62,9 @@ static int read_comm(sp_ksm *k, pid_t pid, char *comm, size_t len)
 	ssize_t n = _sp_read_file(path, comm, len);
 	if (n < 0)
 		return (int)n;
-	comm[strcspn(comm, "\n")] = 0;
+	/* The kernel ends the name with one newline; a name may hold others. */
+	if (n > 0 && comm[n - 1] == '\n')
+		comm[n - 1] = 0;
 	return 0;
 }
 

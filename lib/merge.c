@@ -59,12 +59,12 @@ int _sp_track_arm(sp_engine *e, uintptr_t start, uintptr_t end)
 	return arm(e, start, end, NULL);
 }
 
-int _sp_track_register(sp_engine *e, uintptr_t start, size_t len)
+int _sp_track_register(sp_engine *e, uintptr_t start, size_t len, bool armed)
 {
 	if (!e->tracking)
 		return _sp_uffd_register(e->uffd.freeze, start, len, true);
 	int r = _sp_uffd_register(e->uffd.track, start, len, true);
-	if (r)
+	if (r || !armed)
 		return r;
 	return arm(e, start, start + len, NULL);
 }
@@ -76,10 +76,14 @@ int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len)
 
 bool _sp_vma_headroom(sp_engine *e, size_t merges)
 {
-	/* An admin may lower the limit at any time: read it every batch. */
+	/* An admin may lower the limit at any time: read it every batch
+	 * (a pread of a file kept open: a sysctl is generated at each read). */
 	char buf[32];
-	if (_sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0)
+	ssize_t got = e->max_map_fd >= 0 ? _sp_prim_pread(e->max_map_fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (got > 0) {
+		buf[got] = 0;
 		e->max_map_count = atoi(buf);
+	}
 	/* Each merge may split a VMA in three. Near the limit the program's own
 	 * munmap and mprotect start to fail, so keep an eighth of it free. */
 	size_t margin = (size_t)e->max_map_count / 8;
@@ -89,9 +93,11 @@ bool _sp_vma_headroom(sp_engine *e, size_t merges)
 	/* Near the limit our estimate (two per merge) is pessimistic: count
 	 * for real, but once a pass at most, since reading /proc/self/maps
 	 * costs in proportion to the mappings (tens of thousands here). */
-	if (e->vmas_counted_pass == e->full_scans + 1)
+	int64_t now = _sp_now_ns();
+	if (e->vmas_counted_pass == e->full_scans + 1 || now - e->vmas_counted_ns < 250000000LL)
 		return false;
 	e->vmas_counted_pass = e->full_scans + 1;
+	e->vmas_counted_ns = now;
 	int n = _sp_maps_count();
 	if (n > 0)
 		e->vmas = n;
@@ -110,7 +116,7 @@ static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
 			return r;
 		r = _sp_uffd_register(e->uffd.freeze, start, len, true);
 		if (r) {
-			_sp_track_register(e, start, len);
+			_sp_track_register(e, start, len, true);
 			return r;
 		}
 	}
@@ -120,7 +126,7 @@ static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
 		if (e->tracking) {
 			_sp_uffd_unregister(e->uffd.freeze, start, len);
 			_sp_uffd_wake(e->uffd.freeze, start, len);
-			_sp_track_register(e, start, len);
+			_sp_track_register(e, start, len, true);
 		}
 		return r;
 	}
@@ -356,6 +362,27 @@ static void sort_addrs(uintptr_t *a, size_t n)
 		}
 }
 
+/* May the pages [from, to) between two runs be frozen with them? Freezing
+ * a gap costs its writers a short wait, but one freeze per run is most of
+ * a scattered merge's system calls. Only quiet pages of one range. */
+#define GAP_PAGES 32
+
+static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to)
+{
+	if (to - from > GAP_PAGES * SP_PAGE)
+		return false;
+	uint32_t rid, rid2;
+	struct sp_range *r = _sp_range_at(e, from - SP_PAGE, &rid);
+	if (!r || _sp_range_at(e, to, &rid2) != r)
+		return false;
+	for (uintptr_t a = from; a < to; a += SP_PAGE) {
+		const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
+		if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED || pg->state == SP_PG_NEW)
+			return false;
+	}
+	return true;
+}
+
 static struct sp_run *run_of(struct sp_run *runs, size_t nruns, uintptr_t addr)
 {
 	for (size_t i = 0; i < nruns; i++)
@@ -382,8 +409,9 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 	for (size_t i = 0; i < na; i++) {
 		if (nruns && addrs[i] < runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE)
 			continue;  /* duplicate */
-		if (nruns && addrs[i] == runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE)
-			runs[nruns - 1].pages++;
+		uintptr_t end = nruns ? runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE : 0;
+		if (nruns && (addrs[i] == end || gap_ok(e, end, addrs[i])))
+			runs[nruns - 1].pages = (addrs[i] - runs[nruns - 1].start) / SP_PAGE + 1;
 		else
 			runs[nruns++] = (struct sp_run){ addrs[i], 1, false };
 	}

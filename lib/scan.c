@@ -230,7 +230,7 @@ static int recover_span(sp_engine *e, uintptr_t start, size_t n)
 	_sp_maps_free(&m);
 	if (r || at < end)
 		return -ESTALE;
-	return _sp_track_register(e, start, n * SP_PAGE);
+	return _sp_track_register(e, start, n * SP_PAGE, true);
 }
 
 /* A page PAGEMAP_SCAN reports written. A page found written twice within
@@ -282,6 +282,33 @@ static bool written_page(sp_engine *e, uint32_t rid, size_t i, bool present, siz
 		return true;
 	}
 	set_written(e, rid, i, true);
+	pg->rewritten = 1;
+	return false;
+}
+
+/* First contact with a page: memory is registered unarmed, so a new page
+ * always reads as written. The kernel's rule then: hash it, and at the
+ * next visit a page with the same hash is protected (by the caller, which
+ * then hashes it again for the index: no write can slip between) while one
+ * that changed becomes hot without ever having been protected, so memory
+ * the program keeps writing never takes a write-protect fault. Returns
+ * true when the page held still. */
+static bool first_contact(sp_engine *e, uint32_t rid, size_t i)
+{
+	struct sp_range *r = e->ranges[rid];
+	struct sp_page *pg = &r->pg[i];
+	uint64_t h = _sp_hash_page((const void *)(r->start + i * SP_PAGE));
+	if (!pg->quiet) {
+		pg->hash = h;
+		pg->quiet = 1;
+		return false;
+	}
+	pg->quiet = 0;
+	if (h == pg->hash)
+		return true;
+	_sp_page_set_state(e, pg, SP_PG_WRITTEN);
+	pg->hash = h;
+	pg->hot = 1;
 	pg->rewritten = 1;
 	return false;
 }
@@ -345,8 +372,9 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		abandon(e, rid, first, n);
 		return 0;
 	}
-	uint8_t rearm[SPAN_PAGES];
+	uint8_t rearm[SPAN_PAGES], still[SPAN_PAGES];
 	memset(rearm, 0, n);
+	memset(still, 0, n);
 	size_t present = 0;
 	for (size_t i = first; i < first + n; i++) {
 		if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
@@ -365,6 +393,13 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 			continue;
 		}
 		if (e->tracking) {
+			if (pg->state == SP_PG_NEW && (c & PAGE_IS_WRITTEN)) {
+				if (!is_present || (c & PAGE_IS_PFNZERO))
+					_sp_page_set_state(e, pg, SP_PG_HOLE);
+				else if (!own_page(r->start + i * SP_PAGE))
+					still[i - first] = first_contact(e, rid, i);
+				continue;
+			}
 			if (c & PAGE_IS_WRITTEN) {
 				if (!written_page(e, rid, i, is_present, njobs))
 					rearm[i - first] = 1;
@@ -404,6 +439,28 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 			continue;
 		}
 		consider(e, rid, i, njobs);
+	}
+	/* New pages that held still: protect them (a walk per run), then
+	 * index them. */
+	for (size_t i = 0; i < n;) {
+		if (!still[i]) {
+			i++;
+			continue;
+		}
+		size_t k = i;
+		while (k < n && still[k])
+			k++;
+		if (_sp_track_arm(e, start + i * SP_PAGE, start + k * SP_PAGE) == 0) {
+			for (size_t x = i; x < k; x++) {
+				if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
+					flush_jobs(e, njobs);
+				r = e->ranges[rid];
+				if (!r || first + x >= r->npages || r->pg[first + x].state != SP_PG_NEW)
+					continue;
+				consider(e, rid, first + x, njobs);
+			}
+		}
+		i = k;
 	}
 	/* Protect the written pages again so that their next write shows:
 	 * one walk per run, none when nothing was written. */
@@ -541,12 +598,16 @@ static void end_of_pass(sp_engine *e)
 	e->full_scans++;
 	_sp_advisor_stop(e);
 	/* The program maps and unmaps too: count again, but only when merges
-	 * may have added mappings (it costs a read of /proc/self/maps). */
-	if (e->vmas_dirty) {
+	 * may have added mappings, and at most once a second: a read of
+	 * /proc/self/maps costs in proportion to the mappings. Until then the
+	 * estimate (two per merge) only errs on the safe side. */
+	int64_t now = _sp_now_ns();
+	if (e->vmas_dirty && now - e->vmas_counted_ns >= 1000000000LL) {
 		int n = _sp_maps_count();
 		if (n > 0)
 			e->vmas = n;
 		e->vmas_dirty = false;
+		e->vmas_counted_ns = now;
 	}
 	_sp_publish_pass(e);
 }

@@ -61,7 +61,7 @@ static int discard(sp_engine *e, uintptr_t start, uintptr_t end, int advice)
 				for (size_t x = i; x < i + k; x++)
 					_sp_page_forget(e, id, x);
 				if (!e->inert)
-					_sp_track_register(e, s, k * SP_PAGE);
+					_sp_track_register(e, s, k * SP_PAGE, true);
 			} else {
 				rc = _sp_prim_madvise((void *)s, k * SP_PAGE, advice);
 				if (rc)

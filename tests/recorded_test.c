@@ -51,6 +51,8 @@ static char *make_old_tree(void)
 	snprintf(path, sizeof(path), "%s/proc/4243/ksm_stat", root);
 	write_file_p(path, "ksm_rmap_items 0\nksm_zero_pages 0\nksm_merging_pages 0\n"
 			   "ksm_process_profit 0\nksm_merge_any: no\nksm_mergeable: no\n");
+	snprintf(path, sizeof(path), "%s/proc/4244/comm", root);
+	write_file_p(path, "two\nlines\n");  /* a name may hold a newline (PR_SET_NAME) */
 	snprintf(path, sizeof(path), "%s/proc/4244/ksm_stat", root);
 	write_file_p(path, "ksm_rmap_items 10\nksm_zero_pages 5\nksm_merging_pages 0\n"
 			   "ksm_process_profit -4096\nksm_merge_any: yes\nksm_mergeable: yes\n");
@@ -116,6 +118,7 @@ static void test_proc_ksm_stat_variants(void **state)
 	assert_int_equal(sp_proc_ksm_read(k, 4244, &p), 0);
 	assert_int_equal(p.ksm_process_profit, -4096);
 	assert_int_equal(p.ksm_merge_any, 1);
+	assert_string_equal(p.comm, "two\nlines");  /* only the kernel's final newline goes */
 	assert_int_equal(sp_proc_ksm_read(k, 99999, &p), -ENOENT);
 
 	sp_proc_ksm *list;
