@@ -24,7 +24,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
            -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation -Wundef
 BASE     = -std=gnu11 -D_GNU_SOURCE -Iinclude -MMD -MP $(WARN) $(SAN)
 
-PKGS_CLI   = json-c
+PKGS_CLI   = json-c libmicrohttpd ncursesw
 PKGS_TEST  = cmocka json-c
 pc_cflags  = $(shell pkg-config --cflags $(1))
 pc_libs    = $(shell pkg-config --libs $(1))
@@ -96,7 +96,7 @@ $(BUILD)/src/%.o: src/%.c
 $(CLI): $(CLI_OBJ) $(LIB_SO)
 	@mkdir -p $(@D)
 	@echo '  LD     $@'
-	$(Q)$(CC) -o $@ $(CLI_OBJ) $(PROG_LDFLAGS) $(call pc_libs,$(PKGS_CLI))
+	$(Q)$(CC) -o $@ $(CLI_OBJ) $(PROG_LDFLAGS) $(call pc_libs,$(PKGS_CLI)) -lxxhash -lm
 
 $(SAMEPAGED): $(SAMEPAGED_OBJ) $(LIB_SO)
 	@mkdir -p $(@D)
@@ -245,3 +245,17 @@ fuzz:
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -Iinclude -Ilib \
 		tests/fuzz/proto_fuzz.c $(LIB_SRC) -lxxhash -lpthread -o $(BUILD)/fuzz/proto_fuzz
 	$(BUILD)/fuzz/proto_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=300000 $(BUILD)/fuzz/corpus
+
+# `samepage estimate` against a plain read-and-hash loop over the same
+# memory (bench/estimate_bench.c, docs/estimate.md), on request:
+# `make bench-estimate ESTIMATE_ARGS=--help`. Needs about --size of free memory.
+ESTIMATE_BENCH = $(BUILD)/bench/estimate_bench
+ESTIMATE_CORE  = $(BUILD)/src/samepage/estimate_scan.o $(BUILD)/src/samepage/estimate_table.o
+ESTIMATE_ARGS ?=
+.PHONY: bench-estimate
+$(ESTIMATE_BENCH): $(BUILD)/bench/estimate_bench.o $(ESTIMATE_CORE)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $^ $(SAN) -lxxhash
+
+bench-estimate: $(ESTIMATE_BENCH)
+	$(ESTIMATE_BENCH) $(ESTIMATE_ARGS)

@@ -10,6 +10,10 @@ packages=(
 	libxxhash-dev                   # page hashing (user-space engine)
 	mandoc                          # man page lint in the tests
 	util-linux procps               # flock, setpriv; ps
+	libxml2-utils                   # xmllint: the plot tests parse the SVG
+	libmicrohttpd-dev               # samepage exporter's HTTP server
+	libncurses-dev                  # samepage top's terminal view
+	prometheus tmux                 # exporter and top tests: a real scraper, a real terminal
 )
 
 missing=()

@@ -99,7 +99,9 @@ static void test_samepage8_documents_the_cli(void **state)
 	(void)state;
 	char *page = slurp("man/samepage.8");
 	static const char *commands[] = { "status", "get", "set", "start", "stop", "unmerge",
-					  "service-status", "ps", "run", "check", "--only", "--json", "--interval",
+					  "service-status", "ps", "run", "check", "top", "exporter", "estimate",
+					  "record", "plot", "--listen", "--max-processes", "--all", "--uid",
+					  "--only", "--json", "--interval",
 					  "--dry-run", "--unmerge-first", "--bytes", "--root",
 					  "SAMEPAGE_ROOT", "SAMEPAGE_FAULT", "EXIT STATUS", "JSON" };
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -115,6 +117,19 @@ static void test_samepage8_documents_the_cli(void **state)
 		snprintf(tag2, sizeof(tag2), ".IP %d", code);
 		if (!strstr(page, tag) && !strstr(page, tag2))
 			fail_msg("exit code %d is not documented in samepage(8)", code);
+	}
+	{
+		/* estimate reads any process it may; this one is always there */
+		struct cmd_result r;
+		char pid[16];
+		snprintf(pid, sizeof(pid), "%d", (int)getpid());
+		run_samepage(&r, "estimate", "--json", "--interval", "0", pid, NULL);
+		json_object *j = json_tokener_parse(r.out);
+		if (!j)
+			fail_msg("estimate --json printed no JSON: %s%s", r.out, r.err);
+		keys_documented(j, page, "estimate --json");
+		json_object_put(j);
+		cmd_result_free(&r);
 	}
 	if (ksm_present()) {
 		struct cmd_result r;

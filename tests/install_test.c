@@ -65,6 +65,7 @@ static void test_destdir_staging(void **state)
 	assert_file(tmp, "/usr/sbin/ksmtuned");
 	assert_file(tmp, "/usr/share/man/man8/ksmtuned.8");
 	assert_file(tmp, "/usr/lib/systemd/system/ksmtuned.service");
+	assert_file(tmp, "/usr/lib/systemd/system/samepage-exporter.service");
 
 	/* The unit names the final path, not the staging one. */
 	char unit[PATH_MAX], line[512];
@@ -202,6 +203,13 @@ static void test_ksm_service_unit(void **state)
 		run_cmd(argv2, NULL, -1, &r);
 		if (r.status != 0)
 			fail_msg("systemd-analyze verify ksmtuned.service: %s%s", r.out, r.err);
+		cmd_result_free(&r);
+		char exporter[PATH_MAX];
+		snprintf(exporter, sizeof(exporter), "%s/p/lib/systemd/system/samepage-exporter.service", tmp);
+		const char *argv3[] = { "systemd-analyze", "verify", "--man=no", exporter, NULL };
+		run_cmd(argv3, NULL, -1, &r);
+		if (r.status != 0)
+			fail_msg("systemd-analyze verify samepage-exporter.service: %s%s", r.out, r.err);
 		cmd_result_free(&r);
 	} else {
 		print_message("systemd-analyze missing: unit syntax not verified\n");

@@ -34,6 +34,11 @@ void cli_note(const struct cli *c, const char *fmt, ...) __attribute__((format(p
  * With need_ksm, a kernel without KSM is reported (exit code in *code). */
 sp_ksm *cli_open_ksm(const struct cli *c, bool need_ksm, int *code);
 
+/* A number of seconds in [min, max] for option opt: 0, or an exit code
+ * after a message. */
+int cli_seconds_arg(const struct cli *c, const char *opt, const char *arg, double min, double max,
+		    double *out);
+
 /* --engine kernel|user: 0, or an exit code after a message. */
 int cli_engine_arg(const struct cli *c, const char *arg, bool *user);
 
@@ -43,6 +48,10 @@ sp_ctl *cli_open_ctl(const struct cli *c, char *path, size_t len, int *code);
 
 /* "117.7 MiB", "-3.0 KiB", "512 B". */
 void human_bytes(int64_t bytes, char *buf, size_t len);
+
+/* Sort processes by ksm_process_profit, largest first (then by pid), as
+ * sp_proc_ksm_list() returns them; samepaged's lists come unsorted. */
+void proc_sort_by_profit(sp_proc_ksm *list, size_t n);
 
 /* Exit code for an sp_ksm_set()-style failure. */
 int exit_code_for(int err);
@@ -55,5 +64,10 @@ int cmd_ps(struct cli *c, int argc, char **argv);
 int cmd_run(struct cli *c, int argc, char **argv);
 int cmd_tune(struct cli *c, int argc, char **argv);
 int cmd_check(struct cli *c, int argc, char **argv);
+int cmd_exporter(struct cli *c, int argc, char **argv);
+int cmd_top(struct cli *c, int argc, char **argv);
+int cmd_estimate(struct cli *c, int argc, char **argv);
+int cmd_record(struct cli *c, int argc, char **argv);
+int cmd_plot(struct cli *c, int argc, char **argv);
 
 #endif

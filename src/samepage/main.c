@@ -24,6 +24,15 @@ static const char usage_text[] =
 	"  check [--json] [--interval MS] [--only NAME,...]\n"
 	"                                    check this host against the KSM advice: exit 0 OK,\n"
 	"                                    1 warnings, 2 failures\n"
+	"  top [--interval S] [--engine kernel|user]\n"
+	"                                    live view: savings, scan rate, CPU, top processes\n"
+	"  exporter [--listen ADDR:PORT] [--engine kernel|user|both] [--max-processes N]\n"
+	"                                    Prometheus metrics over HTTP, in the foreground\n"
+	"  estimate [PID... | --all | --uid USER] [--json] [--interval S] [--min-kb N]\n"
+	"                                    what merging would save, read from processes' memory\n"
+	"  record [--interval S] [--duration S | --count N] [--engine kernel|user] FILE\n"
+	"                                    counters over time into a CSV file\n"
+	"  plot FILE -o OUT.svg              chart of a recording: saved memory, CPU, COW breaks\n"
 	"\n"
 	"Options:\n"
 	"  --root DIR     read a recorded copy of /sys and /proc under DIR\n"
@@ -50,6 +59,11 @@ static const struct command commands[] = {
 	{ "run", cmd_run },
 	{ "tune", cmd_tune },
 	{ "check", cmd_check },
+	{ "exporter", cmd_exporter },
+	{ "top", cmd_top },
+	{ "estimate", cmd_estimate },
+	{ "record", cmd_record },
+	{ "plot", cmd_plot },
 };
 
 int main(int argc, char **argv)

@@ -91,6 +91,19 @@ int exit_code_for(int err)
 	}
 }
 
+int cli_seconds_arg(const struct cli *c, const char *opt, const char *arg, double min, double max,
+		    double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(arg, &end);
+	if (errno || end == arg || *end || !(v >= min && v <= max))  /* NaN fails too */
+		return cli_fail(c, EXIT_REFUSED, "%s takes seconds from %.10g to %.10g, not '%s'", opt, min, max,
+				arg);
+	*out = v;
+	return 0;
+}
+
 int cli_engine_arg(const struct cli *c, const char *arg, bool *user)
 {
 	if (strcmp(arg, "kernel") == 0)
