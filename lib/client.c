@@ -402,7 +402,7 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 			pr[x].addr = rm->lk[k].addr;
 			pr[x].node = rm->lk[k].node;
 			pr[x].pad = 0;
-			memcpy(pr[x].data, (const void *)rm->lk[k].addr, SP_PAGE);
+			_sp_page_copy(pr[x].data, (const void *)rm->lk[k].addr);
 		}
 		if (_sp_proto_send(rm->fd, SP_MSG_PUBLISH, 0, rm->msg, _sp_proto_counted_size(SP_MSG_PUBLISH, m), -1)) {
 			disconnect(e, "publish failed");

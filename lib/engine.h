@@ -156,6 +156,12 @@ size_t _sp_index_bytes(const struct sp_index *ix);
 
 uint64_t _sp_hash_page(const void *p);
 
+/* Whole pages of the program's memory, compared (0: equal) and copied.
+ * They straddle whatever the program's allocator put there, so sanitizer
+ * builds of the library read them uninstrumented. */
+int _sp_page_cmp(const void *a, const void *b);
+void _sp_page_copy(void *dst, const void *src);
+
 /* The stable index: content -> store pages, with chains of dups. */
 struct sp_stable {
 	struct sp_index ix;
@@ -189,11 +195,17 @@ struct sp_page {
 	uint8_t node;       /* NUMA node, part of the key when merge_across_nodes=0 */
 };
 
+/* Pages per resting block: with write tracking, a block found unchanged on
+ * consecutive visits is skipped on the next ones (smart_scan). */
+#define SP_REST_PAGES 512
+#define SP_REST_BLOCKS(npages) (((npages) + SP_REST_PAGES - 1) / SP_REST_PAGES)
+
 struct sp_range {
 	uintptr_t start;
 	size_t npages;
 	size_t cap_pages;    /* pages allocated in pg (npages may shrink) */
 	struct sp_page *pg;
+	uint8_t *rest;       /* per block of SP_REST_PAGES, after pg: see scan.c */
 	int prot;            /* PROT_* of the memory, for mapping store pages */
 	bool any;            /* registered by "merge any" */
 };
@@ -237,6 +249,8 @@ struct sp_engine {
 	uint32_t nranges, capranges;
 	uint32_t cur_range;          /* scan cursor */
 	size_t cur_page;
+	bool blk_changed;            /* the block being visited changed (scan.c) */
+	bool blk_whole;              /* ... and its visit began at its first page */
 	size_t pass_pages;           /* pages walked in the current full scan */
 
 	int64_t knob[SP_PARAM_COUNT];

@@ -282,7 +282,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 	const void *bp = (const void *)page_addr(e, j->rid, j->page);
 
 	if (j->kind == SP_JOB_ZERO) {
-		if (memcmp(bp, zero_page, SP_PAGE) == 0 &&
+		if (_sp_page_cmp(bp, zero_page) == 0 &&
 		    _sp_prim_madvise((void *)bp, SP_PAGE, MADV_DONTNEED) == 0) {
 			if (b->state == SP_PG_COWED)
 				_sp_spage_put(e, b->ref);
@@ -310,7 +310,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 
 	if (j->kind == SP_JOB_STABLE) {
 		if (!store_usable(e, j->store, _sp_key(e, b)) ||
-		    memcmp(bp, _sp_store_data(&e->store, j->store), SP_PAGE) != 0) {
+		    _sp_page_cmp(bp, _sp_store_data(&e->store, j->store)) != 0) {
 			make_unshared(e, j->rid, j->page);
 			return;
 		}
@@ -321,7 +321,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 
 	/* PAIR: both pages frozen; publish a store page only if they are equal. */
 	const void *ap = (const void *)page_addr(e, j->prid, j->ppage);
-	if (memcmp(ap, bp, SP_PAGE) != 0) {
+	if (_sp_page_cmp(ap, bp) != 0) {
 		mark_changed(e, j->prid, j->ppage);
 		make_unshared(e, j->rid, j->page);
 		return;
@@ -483,7 +483,8 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 		_sp_meta_free(scratch, len);
 		return rc;
 	}
-	memcpy(scratch, (void *)start, len);
+	for (size_t off = 0; off < len; off += SP_PAGE)
+		_sp_page_copy((uint8_t *)scratch + off, (const uint8_t *)start + off);
 	if (r->prot != (PROT_READ | PROT_WRITE))
 		rc = _sp_prim_mprotect(scratch, len, r->prot);
 	if (!rc)

@@ -21,6 +21,12 @@ void _sp_page_set_state(sp_engine *e, struct sp_page *pg, uint8_t state)
 	}
 }
 
+/* One allocation holds a range's page states and its blocks' rest bytes. */
+static size_t pages_bytes(size_t npages)
+{
+	return npages * sizeof(struct sp_page) + SP_REST_BLOCKS(npages);
+}
+
 int _sp_range_add(sp_engine *e, uintptr_t start, size_t npages, int prot, bool any)
 {
 	uint32_t id = 0;
@@ -38,16 +44,17 @@ int _sp_range_add(sp_engine *e, uintptr_t start, size_t npages, int prot, bool a
 		e->ranges[e->nranges++] = NULL;
 	}
 	struct sp_range *r = _sp_meta_alloc(sizeof(*r));
-	struct sp_page *pg = _sp_meta_alloc(npages * sizeof(*pg));
+	struct sp_page *pg = _sp_meta_alloc(pages_bytes(npages));
 	if (!r || !pg) {
 		_sp_meta_free(r, sizeof(*r));
-		_sp_meta_free(pg, npages * sizeof(*pg));
+		_sp_meta_free(pg, pages_bytes(npages));
 		return -ENOMEM;
 	}
 	r->start = start;
 	r->npages = npages;
 	r->cap_pages = npages;
 	r->pg = pg;
+	r->rest = (uint8_t *)(pg + npages);
 	r->prot = prot;
 	r->any = any;
 	e->ranges[id] = r;
@@ -138,6 +145,7 @@ void _sp_page_forget(sp_engine *e, uint32_t rid, size_t i)
 	}
 	pg->ref = SP_NONE;
 	_sp_page_set_state(e, pg, SP_PG_NEW);
+	e->ranges[rid]->rest[i / SP_REST_PAGES] = 0;  /* visit it again soon */
 }
 
 /* Move pages [from, npages) of range rid into a new range. */
@@ -166,7 +174,7 @@ static void free_range(sp_engine *e, uint32_t rid)
 	struct sp_range *r = e->ranges[rid];
 	for (size_t i = 0; i < r->npages; i++)
 		e->state_count[r->pg[i].state]--;
-	_sp_meta_free(r->pg, r->cap_pages * sizeof(struct sp_page));
+	_sp_meta_free(r->pg, pages_bytes(r->cap_pages));
 	_sp_meta_free(r, sizeof(*r));
 	e->ranges[rid] = NULL;
 	if (e->cur_range == rid)
@@ -238,6 +246,6 @@ size_t _sp_ranges_bytes(const sp_engine *e)
 	size_t b = e->capranges * sizeof(void *);
 	for (uint32_t i = 0; i < e->nranges; i++)
 		if (e->ranges[i])
-			b += sizeof(struct sp_range) + e->ranges[i]->npages * sizeof(struct sp_page);
+			b += sizeof(struct sp_range) + pages_bytes(e->ranges[i]->npages);
 	return b;
 }

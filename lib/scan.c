@@ -369,6 +369,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 	if (rc && e->tracking && recover_span(e, start, n) == 0)
 		rc = span_categories(e, start, n, cats);
 	if (rc) {
+		e->blk_changed = true;
 		abandon(e, rid, first, n);
 		return 0;
 	}
@@ -385,14 +386,26 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		struct sp_page *pg = &r->pg[i];
 		uint8_t c = cats[i - first];
 		bool is_present = c & PAGE_IS_PRESENT, is_file = c & PAGE_IS_FILE;
-		present += is_present;
+		/* Merged and dropped-zero pages have no page table entry until
+		 * read, but they are memory the kernel's ksmd would scan too. */
+		present += is_present || pg->state == SP_PG_MERGED || pg->state == SP_PG_ZERO;
 
 		if (pg->state == SP_PG_MERGED) {
-			if (is_present && !is_file)
+			if (is_present && !is_file) {
 				cow_seen(e, pg);  /* a write copied it */
+				e->blk_changed = true;
+			}
 			continue;
 		}
+		if (!e->tracking)
+			e->blk_changed = true;  /* checksums: nothing is remembered for us */
 		if (e->tracking) {
+			/* Quiet: unwritten, settled (indexed, zero or absent), or held
+			 * back by vm.max_map_count (retried at each visit anyway). */
+			bool held = pg->state == SP_PG_WRITTEN && pg->held;
+			if ((c & PAGE_IS_WRITTEN) || pg->hot ||
+			    (pg->state != SP_PG_UNSHARED && pg->state != SP_PG_ZERO && pg->state != SP_PG_HOLE && !held))
+				e->blk_changed = true;
 			if (pg->state == SP_PG_NEW && (c & PAGE_IS_WRITTEN)) {
 				if (!is_present || (c & PAGE_IS_PFNZERO))
 					_sp_page_set_state(e, pg, SP_PG_HOLE);
@@ -416,8 +429,11 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 				continue;  /* unchanged: nothing to do, the point of tracking */
 			if (pg->state == SP_PG_HOLE) {
 				_sp_page_set_state(e, pg, SP_PG_WRITTEN);  /* became present: wait a pass */
+				e->blk_changed = true;
 				continue;
 			}
+			if (!held)
+				e->blk_changed = true;
 			consider(e, rid, i, njobs);
 			continue;
 		}
@@ -545,6 +561,42 @@ static bool next_range(sp_engine *e)
 
 static void end_of_pass(sp_engine *e);
 
+/* Resting blocks, smart_scan for quiet memory. With write tracking the
+ * kernel keeps every write and copy-on-write for us until we look, so a
+ * block that was unchanged over several visits can be skipped for a few
+ * passes and nothing is lost, only noticed later; most of a visit's cost
+ * is PAGEMAP_SCAN's walk over the block's VMAs, which merging multiplies.
+ * rest[blk]: low nibble visits left to skip, high nibble quiet visits in a
+ * row. Nothing is missed, so the skips grow faster than smart_scan's
+ * (1, 2, 4, then 8 passes), but stop at its 8: a copy-on-write of a merged
+ * page is counted within 9 passes. */
+static bool resting(sp_engine *e, struct sp_range *r, size_t blk)
+{
+	if (!e->tracking || !e->knob[SP_SMART_SCAN] || (r->rest[blk] & 0x0f) == 0)
+		return false;
+	r->rest[blk]--;
+	return true;
+}
+
+static void skip_block(sp_engine *e, struct sp_range *r, size_t first, size_t end)
+{
+	for (size_t i = first; i < end; i++)
+		e->pages_skipped += r->pg[i].state != SP_PG_HOLE;
+}
+
+static void block_visited(sp_engine *e, struct sp_range *r, size_t blk)
+{
+	if (e->blk_changed || !e->blk_whole) {
+		r->rest[blk] = 0;
+		return;
+	}
+	unsigned quiet = r->rest[blk] >> 4;
+	if (quiet < 15)
+		quiet++;
+	unsigned skips = quiet < 2 ? 1 : quiet < 3 ? 2 : quiet < 4 ? 4 : 8;
+	r->rest[blk] = (uint8_t)(quiet << 4 | skips);
+}
+
 int _sp_scan_batch(sp_engine *e, size_t budget)
 {
 	size_t visited = 0, walked = 0, njobs = 0, wraps = 0;
@@ -575,18 +627,37 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 				break;
 			continue;
 		}
+		size_t first = e->cur_page, blk = first / SP_REST_PAGES;
+		size_t blk_end = (blk + 1) * SP_REST_PAGES < r->npages ? (blk + 1) * SP_REST_PAGES : r->npages;
+		if (first % SP_REST_PAGES == 0) {
+			if (resting(e, r, blk)) {
+				skip_block(e, r, first, blk_end);
+				walked += blk_end - first;
+				e->pass_pages += blk_end - first;
+				e->cur_page = blk_end;
+				continue;
+			}
+			e->blk_changed = false;
+			e->blk_whole = true;
+		} else if (!e->blk_whole) {
+			e->blk_changed = true;  /* entered mid-block: no verdict on it */
+		}
 		/* A span no larger than what is left of the budget: the pass rate
 		 * at given knobs is then the kernel's. */
-		size_t n = r->npages - e->cur_page;
+		size_t n = blk_end - first;
 		if (n > SPAN_PAGES)
 			n = SPAN_PAGES;
 		if (n > budget - visited)
 			n = budget - visited;
-		size_t first = e->cur_page;
 		e->cur_page += n;
 		visited += visit_span(e, e->cur_range, first, n, &njobs);
 		walked += n;
 		e->pass_pages += n;
+		r = e->cur_range < e->nranges ? e->ranges[e->cur_range] : NULL;
+		if (e->cur_page == blk_end && r && blk < SP_REST_BLOCKS(r->npages))
+			block_visited(e, r, blk);
+		if (e->cur_page == blk_end)
+			e->blk_whole = false;
 	}
 	flush_jobs(e, &njobs);
 	e->pages_scanned += visited;

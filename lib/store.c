@@ -121,7 +121,7 @@ int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_
 		id = (uint32_t)c * SP_SEG_PAGES + g->used++;
 	}
 	struct sp_segment *g = &s->seg[id / SP_SEG_PAGES];
-	memcpy(g->view + (size_t)(id % SP_SEG_PAGES) * SP_PAGE, src, SP_PAGE);
+	_sp_page_copy(g->view + (size_t)(id % SP_SEG_PAGES) * SP_PAGE, src);
 	struct sp_spage *p = &s->pg[id];
 	memset(p, 0, sizeof(*p));
 	p->hash = hash;

@@ -309,6 +309,53 @@ static void test_smart_scan(void **state)
 	assert_int_equal(skipped_after_churn(0), 0);
 }
 
+/* Blocks that stay unchanged rest (are skipped for a few passes), but a
+ * copy-on-write or a new duplicate inside a resting block is still found:
+ * the kernel kept the write for us. */
+static void test_quiet_blocks_rest(void **state)
+{
+	(void)state;
+	ENGINE(e, 0);
+	size_t n = 2048;  /* four blocks of 512 */
+	uint8_t *p = region(n, 8);
+	for (size_t i = 0; i < n; i += 16)
+		memset(p + i * PG, 0x40 + (int)(i / 16 % 100), 32);  /* unique: indexed, never merged */
+	uint8_t *shadow = malloc(n * PG);
+	assert_non_null(shadow);
+	memcpy(shadow, p, n * PG);
+	assert_int_equal(sp_madvise(e, p, n * PG, MADV_MERGEABLE), 0);
+	assert_int_equal(sp_engine_wait_scans(e, 12, 30000), 0);
+	int64_t sharing = counter(e, SP_PAGES_SHARING);
+	assert_true(sharing >= (int64_t)(n - n / 16 - 8));
+	int64_t skipped = counter(e, SP_PAGES_SKIPPED);
+	assert_int_equal(sp_engine_wait_scans(e, 4, 30000), 0);
+	if (counter(e, SP_PAGES_SKIPPED) < skipped + 512)
+		fail_msg("quiet blocks were not skipped: pages_skipped %lld -> %lld", (long long)skipped,
+			 (long long)counter(e, SP_PAGES_SKIPPED));
+	/* a write to a merged page and a new duplicate, both in resting blocks */
+	int64_t cow = counter(e, SP_COW_KSM);
+	p[5 * PG + 100] = shadow[5 * PG + 100] = 0x77;
+	memcpy(p + 1040 * PG, p + 1041 * PG, PG);  /* page 1040 was unique */
+	memcpy(shadow + 1040 * PG, shadow + 1041 * PG, PG);
+	assert_int_equal(sp_engine_wait_scans(e, 10, 30000), 0);
+	assert_int_equal(counter(e, SP_COW_KSM), cow + 1);
+	assert_true(PM_FILE(pagemap(p + 1040 * PG)));  /* merged now */
+	assert_int_equal(counter(e, SP_PAGES_SHARING), sharing);  /* one lost, one gained */
+	for (size_t i = 0; i < n; i++)
+		if (memcmp(p + i * PG, shadow + i * PG, PG))
+			fail_msg("page %zu does not read what was written", i);
+	free(shadow);
+	/* smart_scan=0: every block is visited every pass */
+	sp_setting off = { "smart_scan", "0" };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, &off, 1, 0, &d), 0);
+	skipped = counter(e, SP_PAGES_SKIPPED);
+	assert_int_equal(sp_engine_wait_scans(e, 4, 30000), 0);
+	assert_int_equal(counter(e, SP_PAGES_SKIPPED), skipped);
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, n * PG);
+}
+
 static void test_scan_time_advisor(void **state)
 {
 	(void)state;
@@ -639,6 +686,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_hot_page_stops_faulting),
 		cmocka_unit_test(test_max_page_sharing_chains),
 		cmocka_unit_test(test_smart_scan),
+		cmocka_unit_test(test_quiet_blocks_rest),
 		cmocka_unit_test(test_scan_time_advisor),
 		cmocka_unit_test(test_checksum_fallback),
 		cmocka_unit_test(test_libc_semantics),
