@@ -430,6 +430,11 @@ static void handle_list(sp_daemon *d, struct sp_client *c)
 		r[cnt->n].uid = o->uid;
 		memcpy(r[cnt->n].comm, o->comm, sizeof(o->comm));
 		r[cnt->n].st = o->st;
+		if (!d->knob[SP_USE_ZERO_PAGES]) {
+			/* as sp_engine_stat() and the kernel: merged into zero pages */
+			r[cnt->n].st.merging += r[cnt->n].st.zero;
+			r[cnt->n].st.zero = 0;
+		}
 		cnt->n++;
 	}
 	send_to(d, c, SP_MSG_LIST, buf, _sp_proto_counted_size(SP_MSG_LIST, cnt->n), -1);
@@ -754,12 +759,18 @@ int sp_daemon_run(sp_daemon *d)
 				slots[n] = i;
 				pf[n++] = (struct pollfd){ d->clients[i]->fd, POLLIN, 0 };
 			}
-		int timeout = 1000;
+		/* Sleep until the next grant to the nanosecond: a timeout rounded
+		 * down to milliseconds made the end of every sleep a busy loop of
+		 * poll(0), more CPU than all the clients' scanning. */
+		struct timespec ts = { 1, 0 };
 		if (d->knob[SP_RUN] == 1 && d->granted < 0) {
-			int64_t ms = (d->next_grant_ns - now) / 1000000;
-			timeout = ms < 0 ? 0 : ms < 1000 ? (int)ms : 1000;
+			int64_t ns = d->next_grant_ns - now;
+			if (ns < 0)
+				ns = 0;
+			if (ns < 1000000000LL)
+				ts = (struct timespec){ 0, (long)ns };
 		}
-		int r = poll(pf, n, timeout);
+		int r = ppoll(pf, n, &ts, NULL);
 		if (r < 0 && errno != EINTR)
 			return -errno;
 		if (r <= 0)

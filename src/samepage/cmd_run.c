@@ -45,12 +45,14 @@ static int run_user_engine(struct cli *c, char **cmd, bool quiet, bool madvise_o
 		return cli_fail(c, EXIT_FAILURE_RUNTIME,
 				"cannot find libsamepage-preload.so (%s): is samepage installed whole? "
 				"SAMEPAGE_PRELOAD_LIB may name it", sp_strerror(r));
-	/* Keep whatever the user preloads already. */
+	/* Keep whatever the user preloads already, ahead of us: a sanitizer's
+	 * runtime must come first, and our wrappers find the next definition
+	 * with RTLD_NEXT whatever the order. */
 	const char *old = getenv("LD_PRELOAD");
 	char *pre = malloc(strlen(lib) + (old ? strlen(old) : 0) + 2);
 	if (!pre)
 		return cli_fail(c, EXIT_FAILURE_RUNTIME, "out of memory");
-	sprintf(pre, "%s%s%s", lib, old && *old ? ":" : "", old && *old ? old : "");
+	sprintf(pre, "%s%s%s", old && *old ? old : "", old && *old ? ":" : "", lib);
 	setenv("LD_PRELOAD", pre, 1);
 	free(pre);
 	if (!madvise_only)
