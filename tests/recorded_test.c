@@ -130,6 +130,19 @@ static void test_proc_ksm_stat_variants(void **state)
 	assert_int_equal(list[1].pid, 4244);
 	free(list);
 	sp_ksm_close(k);
+
+	/* The table keeps one line per process whatever the name holds; JSON
+	 * keeps the name as it is. */
+	struct cmd_result r;
+	run_samepage(&r, "--root", root, "ps", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, " two?lines "));
+	assert_null(strstr(r.out, "two\nlines"));
+	cmd_result_free(&r);
+	run_samepage(&r, "--root", root, "ps", "--json", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "two\\nlines"));
+	cmd_result_free(&r);
 	remove_tree(root);
 	free(root);
 }

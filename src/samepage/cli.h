@@ -46,6 +46,10 @@ int cli_engine_arg(const struct cli *c, const char *arg, bool *user);
  * error and sets *code (3: not running) on failure. */
 sp_ctl *cli_open_ctl(const struct cli *c, char *path, size_t len, int *code);
 
+/* A process name is whatever bytes a program chose (newlines, escapes):
+ * for tables and screens, printable ASCII only, others as '?'. */
+void printable_comm(const char *comm, char *out, size_t len);
+
 /* "117.7 MiB", "-3.0 KiB", "512 B". */
 void human_bytes(int64_t bytes, char *buf, size_t len);
 

@@ -43,10 +43,11 @@ static void print_table(const sp_proc_ksm *list, size_t n, bool raw)
 	int64_t rmap = 0, merging = 0, zero = 0, profit = 0;
 	for (size_t i = 0; i < n; i++) {
 		const sp_proc_ksm *p = &list[i];
-		char user[32], prof[32];
+		char user[32], prof[32], comm[sizeof(p->comm)];
 		amount(p->ksm_process_profit, raw, prof, sizeof(prof));
+		printable_comm(p->comm, comm, sizeof(comm));
 		printf("%7d %-10.10s %-16.16s %10lld %10lld %10lld %12s %-5s %-9s\n", (int)p->pid,
-		       user_name(p->uid, user, sizeof(user)), p->comm, (long long)p->ksm_rmap_items,
+		       user_name(p->uid, user, sizeof(user)), comm, (long long)p->ksm_rmap_items,
 		       (long long)p->ksm_merging_pages, (long long)p->ksm_zero_pages, prof,
 		       yes_no(p->ksm_merge_any), yes_no(p->ksm_mergeable));
 		rmap += p->ksm_rmap_items;

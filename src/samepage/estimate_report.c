@@ -160,10 +160,11 @@ static const char *hb(uint64_t pages, long ps, char *buf, size_t len)
 	return buf;
 }
 
-static void print_row(const struct est_result *r, const char *pid, const char *user, const char *comm,
+static void print_row(const struct est_result *r, const char *pid, const char *user, const char *name,
 		      const struct est_counts *c)
 {
-	char b[7][32];
+	char b[7][32], comm[64];
+	printable_comm(name, comm, sizeof(comm));
 	long ps = r->page_size;
 	uint64_t saved = saved_of(c);
 	if (r->samples > 1) {

@@ -172,15 +172,6 @@ static void draw_history(const struct top_model *m, const struct top_view *v, in
 	draw_spark(&m->cow, y + 4, "COW/s", cow, v->utf8);
 }
 
-/* comm is whatever bytes a program chose: printable ASCII only on screen. */
-static void safe_comm(const char *comm, char *out, size_t len)
-{
-	size_t i = 0;
-	for (; comm[i] && i + 1 < len; i++)
-		out[i] = comm[i] >= 0x20 && comm[i] < 0x7f ? comm[i] : '?';
-	out[i] = 0;
-}
-
 static void draw_processes(const struct top_model *m, int y)
 {
 	const struct top_frame *f = &m->cur;
@@ -192,7 +183,7 @@ static void draw_processes(const struct top_model *m, int y)
 		const sp_proc_ksm *p = &f->procs[i];
 		char profit[32], comm[32];
 		human_bytes(p->ksm_process_profit, profit, sizeof(profit));
-		safe_comm(p->comm, comm, sizeof(comm));
+		printable_comm(p->comm, comm, sizeof(comm));
 		text(y, 0, "%7d  %-16.16s %12s %10lld %10lld %10lld", (int)p->pid, comm, profit,
 		     (long long)p->ksm_merging_pages, (long long)p->ksm_rmap_items, (long long)p->ksm_zero_pages);
 	}

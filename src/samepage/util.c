@@ -91,6 +91,14 @@ int exit_code_for(int err)
 	}
 }
 
+void printable_comm(const char *comm, char *out, size_t len)
+{
+	size_t i = 0;
+	for (; comm[i] && i + 1 < len; i++)
+		out[i] = comm[i] >= 0x20 && comm[i] < 0x7f ? comm[i] : '?';
+	out[i] = 0;
+}
+
 int cli_seconds_arg(const struct cli *c, const char *opt, const char *arg, double min, double max,
 		    double *out)
 {
