@@ -314,12 +314,17 @@ int sp_engine_info_get(sp_engine *e, sp_engine_info *out)
 	return 0;
 }
 
+/* The engine whose thread this is: that thread reads its own CPU clock
+ * and never e->thread, which pthread_create() may not have stored yet. */
+static __thread sp_engine *own_engine;
+
 int64_t _sp_engine_cpu_ns(sp_engine *e)
 {
-	clockid_t cid;
+	clockid_t cid = CLOCK_THREAD_CPUTIME_ID;
 	struct timespec ts;
-	if (!e->thread_started || pthread_getcpuclockid(e->thread, &cid) ||
-	    clock_gettime(cid, &ts))
+	if (own_engine != e && (!e->thread_started || pthread_getcpuclockid(e->thread, &cid)))
+		return 0;
+	if (clock_gettime(cid, &ts))
 		return 0;
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
@@ -434,6 +439,19 @@ static void *scanner_main(void *arg)
 	return NULL;
 }
 
+struct thread_start {
+	sp_engine *e;
+	void *(*main_fn)(void *);
+};
+
+static void *thread_entry(void *arg)
+{
+	struct thread_start ts = *(struct thread_start *)arg;
+	free(arg);
+	own_engine = ts.e;
+	return ts.main_fn(ts.e);
+}
+
 static int start_thread(sp_engine *e, void *(*main_fn)(void *))
 {
 	/* The thread's stack (and its TLS, which glibc puts there) is meta
@@ -447,7 +465,14 @@ static int start_thread(sp_engine *e, void *(*main_fn)(void *))
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);  /* the thread inherits: no handlers run on it */
-	int r = pthread_create(&e->thread, &attr, main_fn, e);
+	struct thread_start *ts = malloc(sizeof(*ts));
+	int r = ts ? 0 : ENOMEM;
+	if (ts) {
+		*ts = (struct thread_start){ e, main_fn };
+		r = pthread_create(&e->thread, &attr, thread_entry, ts);
+		if (r)
+			free(ts);
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	if (r) {
