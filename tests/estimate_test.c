@@ -29,8 +29,9 @@
 #include <unistd.h>
 
 /* Every child maps its known memory here, so one --range covers them all
- * and nothing else of theirs (stack, heap, libraries) is counted. */
-#define REGION 0x3f0000000000ul
+ * and nothing else of theirs (stack, heap, libraries) is counted. Above
+ * where PIE programs load, and program memory under ASan and TSan too. */
+#define REGION 0x567000000000ul
 #define REGION_PAGES 200
 
 static char RANGE[64];   /* REGION-(REGION + REGION_PAGES pages), for --range */
