@@ -41,6 +41,7 @@ struct sp_daemon {
 	struct sp_domain *domains;
 	int64_t knob[SP_PARAM_COUNT];
 	uint64_t full_scans;
+	uint64_t hints_dropped;       /* NOTIFY hints a busy client had no room for */
 	/* pacing */
 	uint32_t cursor;             /* slot whose turn it is */
 	int granted;                 /* slot with an outstanding grant, or -1 */
@@ -263,7 +264,15 @@ static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_notify_r
 		struct sp_count c;
 		struct sp_notify_rec r;
 	} m = { { 1, 0 }, *rec };
-	send_to(d, p, SP_MSG_NOTIFY, &m, sizeof(m), -1);
+	/* A notice is a hint the partner's scanner would find itself later.
+	 * A partner busy merging may not read for a while: when its socket
+	 * is full the hint is dropped, not the partner. The message is far
+	 * smaller than a socket buffer unit, so it is sent whole or not at all. */
+	int err = _sp_proto_send(p->fd, SP_MSG_NOTIFY, 0, &m, sizeof(m), -1);
+	if (err == -EAGAIN)
+		d->hints_dropped++;
+	else if (err)
+		drop_client(d, p, err == -EPIPE ? "not reading its messages" : strerror(-err));
 }
 
 /* ------------------------------------------------------------- control */
@@ -446,6 +455,11 @@ static void handle_list(sp_daemon *d, struct sp_client *c)
 static void end_of_pass(sp_daemon *d)
 {
 	d->full_scans++;
+	if (d->hints_dropped) {
+		logmsg(d, 2, "%llu merge hints dropped this pass: their clients were busy",
+		       (unsigned long long)d->hints_dropped);
+		d->hints_dropped = 0;
+	}
 }
 
 static void handle_done(sp_daemon *d, struct sp_client *c, const struct sp_done *done)
