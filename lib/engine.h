@@ -205,7 +205,7 @@ struct sp_range {
 	size_t npages;
 	size_t cap_pages;    /* pages allocated in pg (npages may shrink) */
 	struct sp_page *pg;
-	uint8_t *rest;       /* per block of SP_REST_PAGES, after pg: see scan.c */
+	uint16_t *rest;      /* per block of SP_REST_PAGES, after pg: see scan.c */
 	int prot;            /* PROT_* of the memory, for mapping store pages */
 	bool any;            /* registered by "merge any" */
 };

@@ -24,7 +24,7 @@ void _sp_page_set_state(sp_engine *e, struct sp_page *pg, uint8_t state)
 /* One allocation holds a range's page states and its blocks' rest bytes. */
 static size_t pages_bytes(size_t npages)
 {
-	return npages * sizeof(struct sp_page) + SP_REST_BLOCKS(npages);
+	return npages * sizeof(struct sp_page) + SP_REST_BLOCKS(npages) * sizeof(uint16_t);
 }
 
 int _sp_range_add(sp_engine *e, uintptr_t start, size_t npages, int prot, bool any)
@@ -54,7 +54,7 @@ int _sp_range_add(sp_engine *e, uintptr_t start, size_t npages, int prot, bool a
 	r->npages = npages;
 	r->cap_pages = npages;
 	r->pg = pg;
-	r->rest = (uint8_t *)(pg + npages);
+	r->rest = (uint16_t *)(pg + npages);
 	r->prot = prot;
 	r->any = any;
 	e->ranges[id] = r;

@@ -566,13 +566,14 @@ static void end_of_pass(sp_engine *e);
  * block that was unchanged over several visits can be skipped for a few
  * passes and nothing is lost, only noticed later; most of a visit's cost
  * is PAGEMAP_SCAN's walk over the block's VMAs, which merging multiplies.
- * rest[blk]: low nibble visits left to skip, high nibble quiet visits in a
- * row. Nothing is missed, so the skips grow faster than smart_scan's
- * (1, 2, 4, then 8 passes), but stop at its 8: a copy-on-write of a merged
- * page is counted within 9 passes. */
+ * rest[blk]: low byte visits left to skip, high byte quiet visits in a
+ * row. Nothing is missed, so the skips grow faster and further than
+ * smart_scan's: after three quiet visits, 2, 8, then 32 to 47 passes.
+ * A copy-on-write of a merged page in a long-quiet block, or a new
+ * duplicate, is seen that much later; the passes are that much shorter. */
 static bool resting(sp_engine *e, struct sp_range *r, size_t blk)
 {
-	if (!e->tracking || !e->knob[SP_SMART_SCAN] || (r->rest[blk] & 0x0f) == 0)
+	if (!e->tracking || !e->knob[SP_SMART_SCAN] || (r->rest[blk] & 0xff) == 0)
 		return false;
 	r->rest[blk]--;
 	return true;
@@ -590,11 +591,17 @@ static void block_visited(sp_engine *e, struct sp_range *r, size_t blk)
 		r->rest[blk] = 0;
 		return;
 	}
-	unsigned quiet = r->rest[blk] >> 4;
-	if (quiet < 15)
+	unsigned quiet = r->rest[blk] >> 8;
+	if (quiet < 255)
 		quiet++;
-	unsigned skips = quiet < 2 ? 1 : quiet < 3 ? 2 : quiet < 4 ? 4 : 8;
-	r->rest[blk] = (uint8_t)(quiet << 4 | skips);
+	/* Long rests differ a little from block to block: blocks that went
+	 * quiet together would otherwise all wake in the same pass, and the
+	 * cost of passes would come in bursts. */
+	/* Like smart_scan, no skipping before three quiet visits: memory just
+	 * merged or just written is often written again soon. */
+	unsigned base = quiet < 3 ? 0 : quiet < 4 ? 2 : quiet < 5 ? 8 : 32;
+	unsigned skips = base ? base + (unsigned)(blk * 7 % (base / 2 + 1)) : 0;
+	r->rest[blk] = (uint16_t)(quiet << 8 | skips);
 }
 
 int _sp_scan_batch(sp_engine *e, size_t budget)
