@@ -201,7 +201,7 @@ clean:
 
 # Benchmarks (bench/, docs/performance.md): built and run only on request,
 # never by `make` or `make check`. `make bench-run BENCH_ARGS=--help`.
-BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase probe workload)
+BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase probe workload ksm_knobs table args)
 BENCH_PROG = $(BUILD)/bench/engine_vs_ksm
 BENCH_ARGS ?=
 .PHONY: bench bench-run
@@ -218,6 +218,21 @@ $(BENCH_PROG): $(BENCH_OBJ) $(LIB_A)
 
 bench-run: bench
 	$(BENCH_PROG) $(BENCH_ARGS)
+
+# N processes under kernel KSM and under samepaged (bench/procs_vs_ksm*.c,
+# docs/cross-process.md), on request only: builds and runs it, as root;
+# about 10 minutes. `make bench-procs PROCS_ARGS=--help`.
+PROCS_BENCH = $(BUILD)/bench/procs_vs_ksm
+PROCS_OBJ   = $(patsubst %,$(BUILD)/bench/%.o,procs_vs_ksm procs_vs_ksm_phase procs_vs_ksm_worker \
+		ksm_knobs table args probe workload)
+PROCS_ARGS ?=
+.PHONY: bench-procs
+$(PROCS_BENCH): $(PROCS_OBJ) $(LIB_A)
+	@echo '  LD     $@'
+	$(Q)$(CC) -o $@ $(PROCS_OBJ) $(LIB_A) $(SAN) -lm $(LIB_LIBS)
+
+bench-procs: $(PROCS_BENCH) $(SAMEPAGED)
+	$(PROCS_BENCH) --samepaged $(SAMEPAGED) $(PROCS_ARGS)
 
 # The tuning policies' benchmark (bench/tuned_bench.c, docs/tuning.md), on
 # request only: `make bench-tuned TUNED_ARGS=--help`. Root; about 14 minutes.

@@ -6,8 +6,9 @@
  *   build the image -> register it -> writer alone (baseline latency)
  *   -> run=1: poll savings until 99 % of the possible (or the timeout)
  *   -> steady window 1: writer still writing, fixed time
- *   -> writer paused; steady window 2: whole passes over memory that no
- *      longer changes, from one full_scans tick to a later one
+ *   -> writer paused; some full scans to settle; steady window 2: whole
+ *      passes over memory that no longer changes, from one full_scans
+ *      tick to a later one
  *   -> memory, VMAs and counters.
  *
  * The merger's CPU is ksmd's (a kernel thread: its process CPU clock) or
@@ -24,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ksm_knobs.h"
 #include "probe.h"
 
 #define POLL_NS 5000000L  /* how often savings and full_scans are read */
@@ -151,20 +153,12 @@ static int m_open(struct merger *m, const struct phase_cfg *c, struct phase_resu
 	sp_engine_info info;
 	if (sp_engine_info_get(m->e, &info) == 0)
 		snprintf(r->detection, sizeof(r->detection), "%s", info.change_detection);
-	char pts[24], slp[24], mps[24];
-	snprintf(pts, sizeof(pts), "%ld", c->pages_to_scan);
-	snprintf(slp, sizeof(slp), "%ld", c->sleep_ms);
-	snprintf(mps, sizeof(mps), "%u", c->max_page_sharing);
-	sp_setting set[] = {
-		{ "advisor_mode", "none" },
-		{ "max_page_sharing", mps },
-		{ "use_zero_pages", c->use_zero_pages ? "1" : "0" },
-		{ "smart_scan", c->smart_scan ? "1" : "0" },
-		{ "pages_to_scan", pts },
-		{ "sleep_millisecs", slp },
-	};
+	struct ksm_pace pace = { c->pages_to_scan, c->sleep_ms, c->use_zero_pages, c->smart_scan,
+				 c->max_page_sharing };
+	struct ksm_pace_set ps;
+	ksm_pace_settings(&pace, &ps);
 	sp_diag d;
-	e = sp_engine_set(m->e, set, sizeof(set) / sizeof(set[0]), 0, &d);
+	e = sp_engine_set(m->e, ps.set, ps.n, 0, &d);
 	if (e) {
 		r->status = 1;
 		snprintf(r->error, sizeof(r->error), "engine knobs: %s", d.msg);
@@ -193,61 +187,17 @@ static int m_register(const struct merger *m, const struct wl_image *img, struct
 	return 0;
 }
 
-static void disturbed(struct phase_result *r, const char *fmt, long long a, long long b)
-{
-	if (r->disturbed)
-		return;  /* the first sign is enough */
-	r->disturbed = true;
-	snprintf(r->disturbance, sizeof(r->disturbance), fmt, a, b);
-}
-
 /* Kernel phases only: are the knobs still ours, and are the pages the
  * kernel counts as merged all this process's? */
 static void check_alone(const struct merger *m, const struct phase_cfg *c, struct phase_result *r)
 {
 	if (m->engine || r->disturbed)
 		return;
-	sp_sample s;
-	if (sp_ksm_sample(m->k, &s))
-		return;
-	const struct {
-		sp_param p;
-		int64_t want;
-	} knobs[] = {
-		{ SP_RUN, 1 }, { SP_PAGES_TO_SCAN, c->pages_to_scan }, { SP_SLEEP_MILLISECS, c->sleep_ms },
-		{ SP_USE_ZERO_PAGES, c->use_zero_pages }, { SP_MAX_PAGE_SHARING, c->max_page_sharing },
-		{ SP_SMART_SCAN, c->smart_scan }, { SP_ADVISOR_MODE, 0 },
-	};
-	int64_t v;
-	for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++)
-		if (sp_sample_get(&s, knobs[i].p, &v) == 0 && v != knobs[i].want) {
-			char f[160];
-			snprintf(f, sizeof(f), "%s changed to %%lld (we set %%lld) by another program",
-				 sp_param_describe(knobs[i].p)->name);
-			disturbed(r, f, (long long)v, (long long)knobs[i].want);
-			return;
-		}
-	/* ksmd merges and the writer breaks merged pages between the two
-	 * readings, so a few pages either way mean nothing; many more pages
-	 * merged than ours, twice in a row, mean another process. */
-	int64_t extra = 0, zextra = 0;
-	for (int i = 0; i < 2; i++) {
-		sp_proc_ksm pk;
-		if (i)
-			nap(100 * 1000000L);
-		if ((i && sp_ksm_sample(m->k, &s)) || sp_proc_ksm_read(m->k, getpid(), &pk))
-			return;
-		extra = s.value[SP_PAGES_SHARED] + s.value[SP_PAGES_SHARING] - pk.ksm_merging_pages;
-		zextra = s.value[SP_KSM_ZERO_PAGES] - pk.ksm_zero_pages;
-		if (extra <= 16 && zextra <= 16)
-			return;
-	}
-	if (extra > 16)
-		disturbed(r, "the kernel counts %lld merged pages more than ours (%lld): another process merges too",
-			  (long long)extra, (long long)(s.value[SP_PAGES_SHARED] + s.value[SP_PAGES_SHARING]));
-	else
-		disturbed(r, "the kernel counts %lld zero pages more than ours (%lld): another process merges too",
-			  (long long)zextra, (long long)s.value[SP_KSM_ZERO_PAGES]);
+	struct ksm_pace pace = { c->pages_to_scan, c->sleep_ms, c->use_zero_pages, c->smart_scan,
+				 c->max_page_sharing };
+	pid_t self = getpid();
+	if (!ksm_check_alone(m->k, &pace, &self, 1, r->disturbance, sizeof(r->disturbance)))
+		r->disturbed = true;
 }
 
 /* Until 99 % of the possible savings or the timeout. */
@@ -329,6 +279,11 @@ static void steady(const struct merger *m, const struct phase_cfg *c, struct wl_
 	 * length: the targets compare CPU at the same pass rate. */
 	wl_writer_pause(w, true);
 	double cap = c->timeout > c->steady_seconds ? c->timeout : c->steady_seconds;
+	/* Let both mergers settle first: the last writes must be seen, and
+	 * each merger's own skipping (smart_scan) learn what is quiet. */
+	for (unsigned k = 0; k < c->settle_scans; k++)
+		if (!m_wait_pass(m, cap))
+			return;
 	double deadline = probe_now() + cap + c->steady_seconds;
 	if (!m_wait_pass(m, deadline - probe_now()))
 		return;  /* no pass ended: s2_scans stays 0 and the report says so */

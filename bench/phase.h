@@ -21,6 +21,7 @@ struct phase_cfg {
 	double write_rate, dup_write_rate;
 	double timeout;              /* most seconds to wait for 99 % */
 	double steady_seconds;
+	unsigned settle_scans;       /* full scans after the writer pauses, before window 2 */
 	double baseline_seconds;     /* writer alone before merging starts */
 	bool verbose;
 };

@@ -108,6 +108,13 @@ int64_t probe_self_pss(void)
 	return kb_field("/proc/self/smaps_rollup", "Pss");
 }
 
+int64_t probe_pid_pss(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+	return kb_field(path, "Pss");
+}
+
 int probe_self_vmas(void)
 {
 	FILE *f = fopen("/proc/self/maps", "r");

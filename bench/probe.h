@@ -26,6 +26,9 @@ int64_t probe_mem_available(void);
 /* Pss of /proc/self/smaps_rollup, bytes. */
 int64_t probe_self_pss(void);
 
+/* The same for process pid (another user's needs root). */
+int64_t probe_pid_pss(pid_t pid);
+
 /* Lines of /proc/self/maps: the VMAs of this process. */
 int probe_self_vmas(void);
 

@@ -140,14 +140,18 @@ int wl_build(const struct wl_params *p, struct wl_image *img, char *err, size_t 
 		free(pool);
 		return -1;
 	}
+	/* A pool seed of its own gives every image built with it the same pool. */
+	uint64_t ps = p->pool_seed, *pool_rng = p->pool_seed ? &ps : &s;
 	for (unsigned k = 0; k < p->distinct; k++)
-		fill_random(pool + (size_t)k * WL_PAGE, TAG_POOL | k, &s);
+		fill_random(pool + (size_t)k * WL_PAGE, TAG_POOL | k, pool_rng);
+	uint64_t salt = (uint64_t)(p->tag_salt & 0xffffff) << 32;
 	for (size_t i = 0; i < p->pages; i++) {
 		uint8_t *pg = wl_page(img, i);
 		img->count[cls[i]]++;
 		switch (cls[i]) {
 		case WL_DUP: {
-			unsigned k = (unsigned)(rnd(&s) % p->distinct);
+			unsigned k = p->pool_cycle ? (unsigned)(img->ndup % p->distinct)
+						   : (unsigned)(rnd(&s) % p->distinct);
 			memcpy(pg, pool + (size_t)k * WL_PAGE, WL_PAGE);
 			img->pool_count[k]++;
 			img->dup[img->ndup++] = (uint32_t)i;
@@ -160,7 +164,7 @@ int wl_build(const struct wl_params *p, struct wl_image *img, char *err, size_t 
 			img->vol[img->nvol++] = (uint32_t)i;
 			/* fall through */
 		default:
-			fill_random(pg, TAG_UNIQUE | i, &s);
+			fill_random(pg, TAG_UNIQUE | salt | i, &s);
 			break;
 		}
 	}
@@ -171,14 +175,20 @@ int wl_build(const struct wl_params *p, struct wl_image *img, char *err, size_t 
 
 int64_t wl_possible_savings(const struct wl_image *img, bool use_zero_pages, unsigned max_page_sharing)
 {
+	return wl_savings_of_counts(img->pool_count, img->distinct, img->count[WL_ZERO], use_zero_pages,
+				    max_page_sharing);
+}
+
+int64_t wl_savings_of_counts(const size_t *pool_count, unsigned distinct, size_t z, bool use_zero_pages,
+			     unsigned max_page_sharing)
+{
 	size_t mps = max_page_sharing >= 2 ? max_page_sharing : 2;
 	int64_t saved = 0;
-	for (unsigned k = 0; k < img->distinct; k++) {
-		size_t n = img->pool_count[k];
+	for (unsigned k = 0; k < distinct; k++) {
+		size_t n = pool_count[k];
 		if (n > 1)
 			saved += (int64_t)(n - (n + mps - 1) / mps);
 	}
-	size_t z = img->count[WL_ZERO];
 	if (use_zero_pages)
 		saved += (int64_t)z;
 	else if (z > 1)
@@ -246,12 +256,16 @@ static uint64_t store_volatile(struct wl_writer *w)
 {
 	const struct wl_image *img = w->img;
 	uint64_t r = rnd(&w->rng);
-	uint8_t *pg = wl_page(img, img->vol[r % img->nvol]);
-	volatile uint64_t *slot = (volatile uint64_t *)pg + 1 + (r >> 32) % (WL_PAGE / 8 - 1);
+	size_t k = r % img->nvol, word = 1 + (r >> 32) % (WL_PAGE / 8 - 1);
+	uint8_t *pg = wl_page(img, img->vol[k]);
+	volatile uint64_t *slot = (volatile uint64_t *)pg + word;
 	uint64_t v = rnd(&w->rng);
 	uint64_t t0 = ns_now();
 	*slot = v;
-	return ns_now() - t0;
+	uint64_t ns = ns_now() - t0;
+	if (w->shadow)
+		((uint64_t *)(w->shadow + k * WL_PAGE))[word] = v;
+	return ns;
 }
 
 /* One timed store of the value already there into a duplicate page: the
@@ -324,8 +338,15 @@ static void *writer_main(void *arg)
 int wl_writer_start(struct wl_writer *w, const struct wl_image *img, double rate, double dup_rate,
 		    uint64_t seed)
 {
+	return wl_writer_start_shadowed(w, img, rate, dup_rate, seed, NULL);
+}
+
+int wl_writer_start_shadowed(struct wl_writer *w, const struct wl_image *img, double rate, double dup_rate,
+			     uint64_t seed, uint8_t *shadow)
+{
 	memset(w, 0, sizeof(*w));
 	w->img = img;
+	w->shadow = shadow;
 	w->rate = rate;
 	w->dup_rate = dup_rate;
 	w->rng = seed ? seed : 7;

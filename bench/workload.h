@@ -35,6 +35,11 @@ struct wl_params {
 	unsigned regions;            /* separate mappings */
 	unsigned cluster;            /* pages of one class in a row (1: every page drawn) */
 	uint64_t seed;
+	/* Images built in several processes that must share contents
+	 * (bench/procs_vs_ksm); all zero keeps the single-process image. */
+	uint64_t pool_seed;          /* pool contents from this seed (0: from seed) */
+	bool pool_cycle;             /* duplicates take pool contents 0, 1, 2... in turn, not at random */
+	uint32_t tag_salt;           /* in unique pages' tags (< 2^24): no two images share one */
 };
 
 struct wl_region {
@@ -63,6 +68,11 @@ uint8_t *wl_page(const struct wl_image *img, size_t i);
  * with n copies needs ceil(n / max_page_sharing) merged pages; zero pages
  * cost nothing with use_zero_pages=1 and are one more content without. */
 int64_t wl_possible_savings(const struct wl_image *img, bool use_zero_pages, unsigned max_page_sharing);
+
+/* The same from copies per pool content and zero pages, e.g. summed over
+ * the images of several processes. */
+int64_t wl_savings_of_counts(const size_t *pool_count, unsigned distinct, size_t zero, bool use_zero_pages,
+			     unsigned max_page_sharing);
 
 /* ------------------------------------------------------------ latency */
 
@@ -95,11 +105,17 @@ struct wl_writer {
 	atomic_int rec_req, rec_ack; /* asked and applied recording slot */
 	struct wl_hist vol[WL_REC_N], dup[WL_REC_N];
 	uint64_t writes, dup_writes;
+	uint8_t *shadow;             /* NULL, or copies of the volatile pages (wl_writer_start_shadowed) */
 };
 
 /* Start the writer (w must stay put: the thread uses it). 0 or -errno. */
 int wl_writer_start(struct wl_writer *w, const struct wl_image *img, double rate, double dup_rate,
 		    uint64_t seed);
+/* The same, and every store into volatile page img->vol[k] is repeated,
+ * untimed, into page k of shadow (nvol pages, a copy of them when the
+ * writer starts), so that the image can be verified afterwards. */
+int wl_writer_start_shadowed(struct wl_writer *w, const struct wl_image *img, double rate, double dup_rate,
+			     uint64_t seed, uint8_t *shadow);
 /* Switch the histogram that is filled; returns once the writer took it,
  * so the previous one is no longer written. */
 void wl_writer_record(struct wl_writer *w, enum wl_rec rec);
