@@ -122,7 +122,7 @@ static sp_sample domain_sample(void)
 
 static bool wait_sharing(int64_t want, int timeout_ms)
 {
-	for (int t = 0; t < timeout_ms; t += 20) {
+	for (int t = 0; t < san_ms(timeout_ms); t += 20) {
 		if (domain_sample().value[SP_PAGES_SHARING] >= want)
 			return true;
 		msleep(20);
@@ -339,7 +339,10 @@ static void test_processes_merge_across(void **state)
 	/* 4 x 8 MiB of data now cost about one store of 128 KiB: PSS shows it */
 	print_message("total PSS of %d clients: %lld kB (data alone was %d kB)\n", N, (long long)pss_total,
 		      N * PAGES * 4);
-	assert_true(pss_total < N * PAGES * 4 / 2 + N * 4096);
+	if (under_tsan())
+		print_message("ThreadSanitizer's shadow memory is in PSS: checked through PFNs and counters only\n");
+	else
+		assert_true(pss_total < N * PAGES * 4 / 2 + N * 4096);
 	for (int i = 0; i < N; i++)
 		assert_int_equal(client_stop(&c[i]), 0);
 	/* everyone left: nothing is shared any more */

@@ -437,3 +437,15 @@ void ksm_fast_scan(void)
 	assert_int_equal(ksm_write("pages_to_scan", "4000"), 0);
 	assert_int_equal(ksm_write("sleep_millisecs", "5"), 0);
 }
+
+bool under_tsan(void)
+{
+	const char *san = getenv("SAMEPAGE_SAN");
+	return san && strstr(san, "thread");
+}
+
+int san_ms(int ms)
+{
+	const char *san = getenv("SAMEPAGE_SAN");
+	return san && *san ? ms * (under_tsan() ? 6 : 3) : ms;
+}

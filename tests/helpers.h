@@ -50,6 +50,13 @@ void ksm_unlock(int fd);
 bool ksm_present(void);
 bool is_root(void);
 
+/* Built with ThreadSanitizer (SAMEPAGE_SAN): its shadow of every page the
+ * program touches is private anonymous memory, so PSS no longer shows
+ * what merging saved, and everything runs several times slower. */
+bool under_tsan(void);
+/* A timeout in ms, stretched under a sanitizer. */
+int san_ms(int ms);
+
 /* Raw text of a KSM sysfs file (trailing newline removed); "" if absent. */
 void ksm_read_text(const char *name, char *buf, size_t len);
 int64_t ksm_read_num(const char *name);
