@@ -16,32 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *slurp(const char *rel)
-{
-	char path[PATH_MAX];
-	const char *src = getenv("SAMEPAGE_SRC");
-	snprintf(path, sizeof(path), "%s/%s", src ? src : ".", rel);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		fail_msg("cannot read %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	rewind(f);
-	char *s = malloc((size_t)n + 1);
-	assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-	s[n] = 0;
-	fclose(f);
-	/* troff escapes hyphens and underscores may be written plainly: undo \- */
-	char *w = s;
-	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && (r[1] == '-' || r[1] == '_'))
-			continue;
-		*w++ = *r;
-	}
-	*w = 0;
-	return s;
-}
-
 static void test_man_pages_lint_clean(void **state)
 {
 	(void)state;
@@ -97,7 +71,7 @@ static void keys_documented(json_object *o, const char *page, const char *what)
 static void test_samepage8_documents_the_cli(void **state)
 {
 	(void)state;
-	char *page = slurp("man/samepage.8");
+	char *page = read_source_text("man/samepage.8");
 	static const char *commands[] = { "status", "get", "set", "start", "stop", "unmerge",
 					  "service-status", "ps", "run", "check", "top", "exporter", "estimate",
 					  "record", "plot", "--listen", "--max-processes", "--all", "--uid",
@@ -158,8 +132,8 @@ static void test_samepage8_documents_the_cli(void **state)
 static void test_libsamepage3_documents_the_api(void **state)
 {
 	(void)state;
-	char *hdr = slurp("include/samepage.h");
-	char *lib = slurp("man/libsamepage.3"), *eng = slurp("man/sp_engine.3");
+	char *hdr = read_source_text("include/samepage.h");
+	char *lib = read_source_text("man/libsamepage.3"), *eng = read_source_text("man/sp_engine.3");
 	char *page = malloc(strlen(lib) + strlen(eng) + 2);
 	sprintf(page, "%s\n%s", lib, eng);
 	free(lib);
@@ -193,8 +167,8 @@ static void test_libsamepage3_documents_the_api(void **state)
 static void test_readme_test_command_is_what_ci_runs(void **state)
 {
 	(void)state;
-	char *readme = slurp("README.md");
-	char *ci = slurp(".ci/run");
+	char *readme = read_source_text("README.md");
+	char *ci = read_source_text(".ci/run");
 	const char *cmd = "./scripts/setup.sh && make check";
 	assert_non_null(strstr(readme, cmd));
 	assert_non_null(strstr(ci, cmd));

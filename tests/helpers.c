@@ -449,3 +449,35 @@ int san_ms(int ms)
 	const char *san = getenv("SAMEPAGE_SAN");
 	return san && *san ? ms * (under_tsan() ? 6 : 3) : ms;
 }
+
+char *read_whole_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		fail_msg("cannot read %s: %s", path, strerror(errno));
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	rewind(f);
+	char *s = malloc((size_t)n + 1);
+	assert_non_null(s);
+	assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+	s[n] = 0;
+	fclose(f);
+	return s;
+}
+
+char *read_source_text(const char *rel)
+{
+	char path[PATH_MAX];
+	const char *src = getenv("SAMEPAGE_SRC");
+	snprintf(path, sizeof(path), "%s/%s", src ? src : ".", rel);
+	char *s = read_whole_file(path);
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && (r[1] == '-' || r[1] == '_'))
+			continue;
+		*w++ = *r;
+	}
+	*w = 0;
+	return s;
+}

@@ -94,6 +94,12 @@ long proc_kb(const char *path, const char *key);
 /* Make a temporary directory; returns its malloc'ed path. */
 char *make_tempdir(void);
 void remove_tree(const char *path);
+
+/* The whole of a file, malloc'd (fails the test if it cannot be read). */
+char *read_whole_file(const char *path);
+/* A file of the source tree ($SAMEPAGE_SRC), as a reader of the man page
+ * would see the text: troff's "\-" and "\_" are plain characters. */
+char *read_source_text(const char *rel);
 /* Write a file, creating parent directories. */
 void write_file_p(const char *path, const char *text);
 

@@ -364,32 +364,6 @@ static void keys_documented(json_object *o, const char *page)
 	}
 }
 
-static char *slurp(const char *rel)
-{
-	char path[PATH_MAX];
-	const char *src = getenv("SAMEPAGE_SRC");
-	snprintf(path, sizeof(path), "%s/%s", src ? src : ".", rel);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		fail_msg("cannot read %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	rewind(f);
-	char *s = malloc((size_t)n + 1);
-	assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-	s[n] = 0;
-	fclose(f);
-	/* troff: "\-" is a plain hyphen to a reader */
-	char *w = s;
-	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && (r[1] == '-' || r[1] == '_'))
-			continue;
-		*w++ = *r;
-	}
-	*w = 0;
-	return s;
-}
-
 static void test_dry_run_on_a_recorded_host(void **state)
 {
 	(void)state;
@@ -425,7 +399,7 @@ static void test_dry_run_on_a_recorded_host(void **state)
 	assert_int_equal(json_object_array_length(warns), 1);
 	assert_non_null(strstr(json_object_get_string(json_object_array_get_idx(warns, 0)),
 			       "ksmtuned.conf:2: unknown variable KSM_BOGUS"));
-	char *page = slurp("man/samepage.8");
+	char *page = read_source_text("man/samepage.8");
 	keys_documented(j, page);
 	json_object_put(j);
 
@@ -469,7 +443,7 @@ static void test_dry_run_on_a_recorded_host(void **state)
 static void test_man_page(void **state)
 {
 	(void)state;
-	char *page = slurp("man/ksmtuned.8");
+	char *page = read_source_text("man/ksmtuned.8");
 	for (int v = 0; v < TV_COUNT; v++)
 		if (!strstr(page, tune_vars[v].name))
 			fail_msg("ksmtuned(8) does not document %s", tune_vars[v].name);
@@ -478,7 +452,7 @@ static void test_man_page(void **state)
 					    "boost", "decay", "start ksm", "committed", "--foreground",
 					    "--config", "MemAvailable", "advisor_max_cpu", "EXIT STATUS",
 					    "QUIRKS", "ksmtuned.service", "samepage tune" };
-	char *raw = slurp("man/ksmtuned.8");
+	char *raw = read_source_text("man/ksmtuned.8");
 	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
 		if (!strstr(page, must[i]) && !strstr(raw, must[i]))
 			fail_msg("ksmtuned(8) does not mention %s", must[i]);

@@ -41,18 +41,6 @@ struct csv {
 enum { C_TIME, C_UNIX, C_SHARED, C_SHARING, C_UNSHARED, C_VOLATILE, C_ZERO, C_PROFIT, C_SCANS, C_SAVED,
        C_CPU, C_COW };
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		fail_msg("cannot read %s: %s", path, strerror(errno));
-	static char buf[1 << 20];
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	return strdup(buf);
-}
-
 /* Parse and check what record wrote: the header, then complete lines of
  * numbers with the time going forward. */
 static void parse_csv(const char *text, struct csv *c)
@@ -85,7 +73,7 @@ static void parse_csv(const char *text, struct csv *c)
 
 static void read_csv(const char *path, struct csv *c)
 {
-	char *text = slurp(path);
+	char *text = read_whole_file(path);
 	parse_csv(text, c);
 	free(text);
 }
@@ -269,7 +257,7 @@ static char *check_svg(const char *svg, int lines)
 	if (r.status != 0)
 		fail_msg("xmllint %s: %s", svg, r.err);
 	cmd_result_free(&r);
-	char *t = slurp(svg);
+	char *t = read_whole_file(svg);
 	assert_non_null(strstr(t, "<svg xmlns=\"http://www.w3.org/2000/svg\""));
 	assert_non_null(strstr(t, "</svg>\n"));
 	int panels = 0, series = 0, legends = 0, ticks = 0;
