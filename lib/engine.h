@@ -262,8 +262,9 @@ struct sp_engine {
 
 	int vmas, max_map_count;
 	bool vmas_dirty;             /* merges since the last count */
-	uint64_t vmas_counted_pass;  /* full_scans + 1 when counted near the limit */
 	int64_t vmas_counted_ns;     /* when /proc/self/maps was last counted */
+	int64_t vmas_counted_cpu;    /* the engine thread's CPU clock then */
+	int64_t vmas_count_cost;     /* CPU that count took */
 	int max_map_fd;              /* /proc/sys/vm/max_map_count, kept open */
 	bool hot_eval;               /* this pass checksums hot pages (scan.c) */
 	int64_t hot_eval_ns;         /* start of the last pass that did */
@@ -402,3 +403,4 @@ int _sp_engine_unregister(sp_engine *e, uintptr_t start, uintptr_t end);
 void _sp_any_refresh(sp_engine *e);
 /* CPU time of the engine's thread (0 when it has none). */
 int64_t _sp_engine_cpu_ns(sp_engine *e);
+void _sp_vmas_recount(sp_engine *e, bool after_merges);

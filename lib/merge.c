@@ -90,19 +90,35 @@ bool _sp_vma_headroom(sp_engine *e, size_t merges)
 	size_t need = 2 * merges + (margin > 256 ? margin : 256);
 	if ((size_t)e->vmas + need < (size_t)e->max_map_count)
 		return true;
-	/* Near the limit our estimate (two per merge) is pessimistic: count
-	 * for real, but once a pass at most, since reading /proc/self/maps
-	 * costs in proportion to the mappings (tens of thousands here). */
-	int64_t now = _sp_now_ns();
-	if (e->vmas_counted_pass == e->full_scans + 1 || now - e->vmas_counted_ns < 250000000LL)
-		return false;
-	e->vmas_counted_pass = e->full_scans + 1;
-	e->vmas_counted_ns = now;
+	/* The estimate counts our own mappings exactly or over; the program's
+	 * own calls it cannot see. Near the limit, count for real. */
+	_sp_vmas_recount(e, false);
+	return (size_t)e->vmas + need < (size_t)e->max_map_count;
+}
+
+/* Counting /proc/self/maps costs in proportion to the mappings: about
+ * 15 ms at 55,000, as much as hundreds of merges. A count is due once the
+ * engine has spent thirty times the last one's CPU on other work (and a
+ * quarter of a second has gone by), so counting stays a few per cent of
+ * the engine's time, near the limit and far from it. after_merges: the
+ * end of a pass, which counts only when merges may have added mappings,
+ * at most once a second. */
+void _sp_vmas_recount(sp_engine *e, bool after_merges)
+{
+	int64_t now = _sp_now_ns(), cpu = _sp_engine_cpu_ns(e);
+	int64_t since = now - e->vmas_counted_ns;
+	if (after_merges && (!e->vmas_dirty || since < 1000000000LL))
+		return;
+	if (since < 250000000LL || (cpu > 0 && cpu - e->vmas_counted_cpu < 30 * e->vmas_count_cost))
+		return;
 	int n = _sp_maps_count();
+	int64_t done = _sp_engine_cpu_ns(e);
 	if (n > 0)
 		e->vmas = n;
 	e->vmas_dirty = false;
-	return (size_t)e->vmas + need < (size_t)e->max_map_count;
+	e->vmas_counted_ns = _sp_now_ns();
+	e->vmas_counted_cpu = done;
+	e->vmas_count_cost = cpu > 0 ? done - cpu : 0;
 }
 
 /* ------------------------------------------------------------ freeze/thaw */
@@ -198,6 +214,29 @@ static void sort_maps(struct sp_map *m, size_t n)
 	}
 }
 
+static bool file_backed(const struct sp_page *pg)
+{
+	return pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED;
+}
+
+/* Mappings that replacing pages [first, first+k) of range r adds: one per
+ * side where the neighbour may share the page's VMA, i.e. is of the same
+ * kind (anonymous, or a private mapping of the store) as the page was.
+ * right_kind: the right neighbour's kind if it is replaced later in this
+ * batch (-1: not). An upper bound (the kernel may join the new VMA to a
+ * neighbour), exact for scattered pages: with it /proc/self/maps needs
+ * counting only now and then. */
+static int vmas_added(const struct sp_range *r, size_t first, size_t k, bool was_file, int right_kind)
+{
+	int n = 0;
+	if (first == 0 || file_backed(&r->pg[first - 1]) == was_file)
+		n++;
+	size_t after = first + k;
+	if (after >= r->npages || (right_kind >= 0 ? right_kind == was_file : file_backed(&r->pg[after]) == was_file))
+		n++;
+	return n;
+}
+
 static void apply_maps(sp_engine *e)
 {
 	struct sp_map *m = e->maps;
@@ -230,7 +269,10 @@ static void apply_maps(sp_engine *e)
 			_sp_page_set_state(e, pg, m[x].old != SP_NONE ? SP_PG_COWED : SP_PG_WRITTEN);
 		}
 		if (r == 0) {
-			e->vmas += 2;
+			/* The pages were all anonymous, or one copied-on-write page. */
+			bool pending = i + k < n && m[i + k].addr == m[i].addr + k * SP_PAGE && m[i + k].rid == m[i].rid;
+			e->vmas += vmas_added(e->ranges[m[i].rid], m[i].page, k, m[i].old != SP_NONE,
+					      pending ? m[i + k].old != SP_NONE : -1);
 			e->vmas_dirty = true;
 		}
 		i += k;

@@ -675,17 +675,8 @@ static void end_of_pass(sp_engine *e)
 {
 	e->full_scans++;
 	_sp_advisor_stop(e);
-	/* The program maps and unmaps too: count again, but only when merges
-	 * may have added mappings, and at most once a second: a read of
-	 * /proc/self/maps costs in proportion to the mappings. Until then the
-	 * estimate (two per merge) only errs on the safe side. */
-	int64_t now = _sp_now_ns();
-	if (e->vmas_dirty && now - e->vmas_counted_ns >= 1000000000LL) {
-		int n = _sp_maps_count();
-		if (n > 0)
-			e->vmas = n;
-		e->vmas_dirty = false;
-		e->vmas_counted_ns = now;
-	}
+	/* The program maps and unmaps too: count again now and then after
+	 * merges (merge.c says how often). */
+	_sp_vmas_recount(e, true);
 	_sp_publish_pass(e);
 }
