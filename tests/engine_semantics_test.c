@@ -58,7 +58,7 @@ static int64_t counter(sp_engine *e, sp_param p)
 }
 
 /* Passes until counter p reads want, at most max (a write in memory that
- * has been quiet is seen when its block's rest ends: up to 48 passes). */
+ * has been quiet is seen when its block's rest ends: up to 97 passes). */
 static int64_t wait_counter(sp_engine *e, sp_param p, int64_t want, int max)
 {
 	for (int i = 0; i < max && counter(e, p) != want; i++)
@@ -126,7 +126,7 @@ static void test_merge_is_real(void **state)
 	assert_int_equal(p[10 * PG + 5], 0xAB);
 	assert_int_equal(p[14 * PG + 5], 1 + 14 % 4);
 	assert_int_equal(p[6 * PG + 5], 1 + 6 % 4);
-	assert_int_equal(wait_counter(e, SP_COW_KSM, 1, 50), 1);
+	assert_int_equal(wait_counter(e, SP_COW_KSM, 1, 100), 1);
 	assert_int_equal(counter(e, SP_PAGES_SHARING), n - 4 - 1);
 	assert_int_equal(sp_engine_free(e), 0);
 	for (size_t i = 0; i < n; i++)
@@ -154,7 +154,7 @@ static void test_zero_pages(void **state)
 	}
 	p[3 * PG] = 5;  /* writes simply work */
 	assert_int_equal(p[3 * PG], 5);
-	assert_int_equal(wait_counter(e, SP_KSM_ZERO_PAGES, 255, 50), 255);
+	assert_int_equal(wait_counter(e, SP_KSM_ZERO_PAGES, 255, 100), 255);
 	assert_int_equal(sp_engine_free(e), 0);
 
 	/* use_zero_pages=0: empty pages merge like any content, as in the kernel */
@@ -345,7 +345,7 @@ static void test_quiet_blocks_rest(void **state)
 	p[5 * PG + 100] = shadow[5 * PG + 100] = 0x77;
 	memcpy(p + 1040 * PG, p + 1041 * PG, PG);  /* page 1040 was unique */
 	memcpy(shadow + 1040 * PG, shadow + 1041 * PG, PG);
-	assert_int_equal(sp_engine_wait_scans(e, 50, 30000), 0);  /* the longest rest is 47 */
+	assert_int_equal(sp_engine_wait_scans(e, 100, 30000), 0);  /* the longest rest is 96 */
 	assert_int_equal(counter(e, SP_COW_KSM), cow + 1);
 	assert_true(PM_FILE(pagemap(p + 1040 * PG)));  /* merged now */
 	assert_int_equal(counter(e, SP_PAGES_SHARING), sharing);  /* one lost, one gained */
