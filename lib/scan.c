@@ -275,8 +275,13 @@ static bool written_page(sp_engine *e, uint32_t rid, size_t i, bool present, siz
 		consider(e, rid, i, njobs);
 		return true;  /* armed already */
 	}
-	if (pg->rewritten && pg->state == SP_PG_WRITTEN) {
-		pg->hot = 1;  /* the last visit found it written too */
+	if (pg->rewritten && (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_UNSHARED)) {
+		/* Written, protected again, and written again within about a
+		 * second (or within a second of being protected at first
+		 * contact): leave it unprotected. */
+		if (pg->state == SP_PG_UNSHARED)
+			set_written(e, rid, i, true);
+		pg->hot = 1;
 		pg->quiet = 0;
 		pg->hash = _sp_hash_page((const void *)addr);
 		return true;
@@ -473,6 +478,10 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 				r = e->ranges[rid];
 				if (!r || first + x >= r->npages || r->pg[first + x].state != SP_PG_NEW)
 					continue;
+				/* Held still over one pass only: a write within the
+				 * next second makes it hot at once, not after a
+				 * second write-protect fault. */
+				r->pg[first + x].rewritten = 1;
 				consider(e, rid, first + x, njobs);
 			}
 		}
@@ -604,6 +613,14 @@ static void block_visited(sp_engine *e, struct sp_range *r, size_t blk)
 	unsigned base = quiet < 2 ? 1 : quiet < 3 ? 4 : quiet < 4 ? 16 : 64;
 	unsigned skips = base + (unsigned)(blk * 37 % (base / 2 + 1));
 	r->rest[blk] = (uint16_t)(quiet << 8 | skips);
+	/* Quiet on a second visit: no page of it was written lately, and a
+	 * resting block is not visited to let `rewritten` age (a page written
+	 * after a long rest is not hot). */
+	if (quiet == 2) {
+		size_t end = (blk + 1) * SP_REST_PAGES < r->npages ? (blk + 1) * SP_REST_PAGES : r->npages;
+		for (size_t i = blk * SP_REST_PAGES; i < end; i++)
+			r->pg[i].rewritten = 0;
+	}
 }
 
 int _sp_scan_batch(sp_engine *e, size_t budget)
