@@ -41,6 +41,15 @@ static sp_engine *engine(unsigned flags)
 	if (!e)                                                                     \
 		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel")
 
+/* For tests of write tracking's own behaviour (faults, hot pages). */
+#define REQUIRE_TRACKING(e)                                                         \
+	do {                                                                        \
+		sp_engine_info info_;                                               \
+		assert_int_equal(sp_engine_info_get(e, &info_), 0);                 \
+		if (strcmp(info_.change_detection, "write-tracking") != 0)          \
+			SKIP_BECAUSE("no write tracking (PAGEMAP_SCAN with WP_ASYNC) on this kernel"); \
+	} while (0)
+
 static uint8_t *region(size_t pages, int distinct)
 {
 	uint8_t *p = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -216,10 +225,7 @@ static void test_written_after_first_contact_faults_once(void **state)
 {
 	(void)state;
 	ENGINE(e, 0);  /* manual: the passes run here, between the writes */
-	sp_engine_info info;
-	assert_int_equal(sp_engine_info_get(e, &info), 0);
-	if (strcmp(info.change_detection, "write-tracking") != 0)
-		SKIP_BECAUSE("no write tracking (PAGEMAP_SCAN with WP_ASYNC) on this kernel");
+	REQUIRE_TRACKING(e);
 	size_t n = 64;
 	uint8_t *p = region(n, 2);
 	memset(p + 5 * PG, 0x5a, PG);  /* unique: indexed, never merged */
@@ -251,10 +257,7 @@ static void test_hot_page_stops_faulting(void **state)
 {
 	(void)state;
 	ENGINE(e, 0);
-	sp_engine_info info;
-	assert_int_equal(sp_engine_info_get(e, &info), 0);
-	if (strcmp(info.change_detection, "write-tracking") != 0)
-		SKIP_BECAUSE("no write tracking (PAGEMAP_SCAN with WP_ASYNC) on this kernel");
+	REQUIRE_TRACKING(e);
 	size_t n = 64;
 	uint8_t *p = region(n, 2);
 	assert_int_equal(sp_madvise(e, p, n * PG, MADV_MERGEABLE), 0);
