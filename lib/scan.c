@@ -577,7 +577,7 @@ static void end_of_pass(sp_engine *e);
  * is PAGEMAP_SCAN's walk over the block's VMAs, which merging multiplies.
  * rest[blk]: low byte visits left to skip, high byte quiet visits in a
  * row. Nothing is missed, so the skips grow faster and further than
- * smart_scan's: 1, 4 to 6, 16 to 24, then 64 to 96 passes.
+ * smart_scan's: after three quiet visits, 2, 8, then 32 to 47 passes.
  * A copy-on-write of a merged page in a long-quiet block, or a new
  * duplicate, is seen that much later; the passes are that much shorter. */
 static bool resting(sp_engine *e, struct sp_range *r, size_t blk)
@@ -603,15 +603,13 @@ static void block_visited(sp_engine *e, struct sp_range *r, size_t blk)
 	unsigned quiet = r->rest[blk] >> 8;
 	if (quiet < 255)
 		quiet++;
-	/* Rests grow by four: 1, 4, 16, then 64 passes. A block that went
-	 * quiet once rests one pass; one quiet on four visits in a row (some
-	 * thirty passes) is left for long. Each rest but the first is
-	 * lengthened by up to half of it, differently from block to block:
-	 * blocks that went quiet together (a program that stopped writing)
-	 * would otherwise all wake in the same pass, and the cost of passes
-	 * would come in bursts. */
-	unsigned base = quiet < 2 ? 1 : quiet < 3 ? 4 : quiet < 4 ? 16 : 64;
-	unsigned skips = base + (unsigned)(blk * 37 % (base / 2 + 1));
+	/* Long rests differ a little from block to block: blocks that went
+	 * quiet together would otherwise all wake in the same pass, and the
+	 * cost of passes would come in bursts. */
+	/* Like smart_scan, no skipping before three quiet visits: memory just
+	 * merged or just written is often written again soon. */
+	unsigned base = quiet < 3 ? 0 : quiet < 4 ? 2 : quiet < 5 ? 8 : 32;
+	unsigned skips = base ? base + (unsigned)(blk * 7 % (base / 2 + 1)) : 0;
 	r->rest[blk] = (uint16_t)(quiet << 8 | skips);
 	/* Quiet on a second visit: no page of it was written lately, and a
 	 * resting block is not visited to let `rewritten` age (a page written
