@@ -215,7 +215,7 @@ static void forget_old_daemon(sp_engine *e)
 		struct sp_range *r = e->ranges[id];
 		for (size_t i = 0; r && i < r->npages; i++) {
 			uint8_t st = r->pg[i].state;
-			if (st == SP_PG_MERGED || st == SP_PG_COWED) {
+			if (_sp_page_maps_store(&r->pg[i])) {
 				/* still maps the old store: not ours to manage any more */
 				_sp_page_set_state(e, &r->pg[i], SP_PG_NEW);
 				r->pg[i].ref = SP_NONE;

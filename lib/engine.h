@@ -195,6 +195,14 @@ struct sp_page {
 	uint8_t node;       /* NUMA node, part of the key when merge_across_nodes=0 */
 };
 
+/* Merged or copied-on-write: a private mapping of the store, not
+ * anonymous memory (what MADV_DONTNEED, VMA counting and unmerging care
+ * about). */
+static inline bool _sp_page_maps_store(const struct sp_page *pg)
+{
+	return pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED;
+}
+
 /* Pages per resting block: with write tracking, a block found unchanged on
  * consecutive visits is skipped on the next ones (smart_scan). */
 #define SP_REST_PAGES 512

@@ -214,11 +214,6 @@ static void sort_maps(struct sp_map *m, size_t n)
 	}
 }
 
-static bool file_backed(const struct sp_page *pg)
-{
-	return pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED;
-}
-
 /* Mappings that replacing pages [first, first+k) of range r adds: one per
  * side where the neighbour may share the page's VMA, i.e. is of the same
  * kind (anonymous, or a private mapping of the store) as the page was.
@@ -229,10 +224,10 @@ static bool file_backed(const struct sp_page *pg)
 static int vmas_added(const struct sp_range *r, size_t first, size_t k, bool was_file, int right_kind)
 {
 	int n = 0;
-	if (first == 0 || file_backed(&r->pg[first - 1]) == was_file)
+	if (first == 0 || _sp_page_maps_store(&r->pg[first - 1]) == was_file)
 		n++;
 	size_t after = first + k;
-	if (after >= r->npages || (right_kind >= 0 ? right_kind == was_file : file_backed(&r->pg[after]) == was_file))
+	if (after >= r->npages || (right_kind >= 0 ? right_kind == was_file : _sp_page_maps_store(&r->pg[after]) == was_file))
 		n++;
 	return n;
 }
@@ -539,7 +534,7 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 	/* The address now holds anonymous pages: release the store pages. */
 	for (size_t i = first; i < first + k; i++) {
 		struct sp_page *pg = &r->pg[i];
-		if (pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED)
+		if (_sp_page_maps_store(pg))
 			_sp_page_forget(e, rid, i);
 		_sp_page_set_state(e, pg, SP_PG_WRITTEN);
 	}
@@ -552,14 +547,13 @@ int _sp_unmerge_run(sp_engine *e, uint32_t rid, size_t first, size_t npages, boo
 	struct sp_range *r = e->ranges[rid];
 	size_t i = first, end = first + npages;
 	while (i < end) {
-		uint8_t st = r->pg[i].state;
-		if (st != SP_PG_MERGED && st != SP_PG_COWED) {
+		if (!_sp_page_maps_store(&r->pg[i])) {
 			i++;
 			continue;
 		}
 		size_t k = 1;
 		while (i + k < end && k < 512 &&
-		       (r->pg[i + k].state == SP_PG_MERGED || r->pg[i + k].state == SP_PG_COWED))
+		       _sp_page_maps_store(&r->pg[i + k]))
 			k++;
 		int rc = unmerge_subrun(e, rid, i, k, keep_registered);
 		if (rc)

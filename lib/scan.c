@@ -199,7 +199,7 @@ static void abandon(sp_engine *e, uint32_t rid, size_t first, size_t n)
 	struct sp_range *r = e->ranges[rid];
 	for (size_t i = first; i < first + n; i++) {
 		struct sp_page *pg = &r->pg[i];
-		if (pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED) {
+		if (_sp_page_maps_store(pg)) {
 			if (pg->state == SP_PG_MERGED)
 				_sp_share_drop(e, pg->ref);
 			_sp_page_set_state(e, pg, SP_PG_NEW);  /* the reference stays: a leak, not a hazard */

@@ -44,7 +44,7 @@ static int discard(sp_engine *e, uintptr_t start, uintptr_t end, int advice)
 		size_t b = ((end < re ? end : re) - rs) / SP_PAGE;
 		for (size_t i = a; i < b;) {
 			struct sp_page *pg = &r->pg[i];
-			bool file = pg->state == SP_PG_MERGED || pg->state == SP_PG_COWED;
+			bool file = _sp_page_maps_store(pg);
 			size_t k = 1;
 			while (i + k < b && ((r->pg[i + k].state == SP_PG_MERGED ||
 					      r->pg[i + k].state == SP_PG_COWED) == file))
