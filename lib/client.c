@@ -36,7 +36,7 @@ struct sp_remote {
 	uint32_t nforget;
 	/* from the daemon: pages of ours that may join a store page */
 	struct sp_notify_rec *notes;
-	uint32_t nnotes;
+	uint32_t nnotes, notes_hwm;   /* notes queued; most since the last trim */
 	/* this batch's lookups */
 	struct sp_lookup_rec *lk;
 	uint32_t *lk_rid;
@@ -50,6 +50,16 @@ struct sp_remote {
 };
 
 #define QCAP 16384
+
+/* Pages per PUBLISH we send (the protocol allows SP_PROTO_MAX_PUBLISH):
+ * the message buffer here and the daemon's buffer for us stay touched up
+ * to the largest message, for our whole life. 16 pages keep both at
+ * 64 KiB instead of 256; the extra round trips cost far less. */
+#define PUBLISH_BATCH 16
+_Static_assert(PUBLISH_BATCH <= SP_PROTO_MAX_PUBLISH, "PUBLISH_BATCH");
+
+/* Queue and buffer memory beyond this, used in a burst, is given back. */
+#define TRIM_BYTES (16u << 10)
 
 /* ------------------------------------------------------------- queues */
 
@@ -147,6 +157,8 @@ static void async_message(sp_engine *e, const struct sp_hdr *h, const uint8_t *p
 		const struct sp_notify_rec *r = (const void *)(p + sizeof(*c));
 		for (uint32_t i = 0; i < c->n && rm->nnotes < QCAP; i++)
 			rm->notes[rm->nnotes++] = r[i];
+		if (rm->nnotes > rm->notes_hwm)
+			rm->notes_hwm = rm->nnotes;
 		break;
 	}
 	case SP_MSG_KNOBS:
@@ -350,6 +362,11 @@ static void notes_to_jobs(sp_engine *e, size_t *njobs)
 		add_job(e, njobs, rid, i, rm->notes[k].id);
 	}
 	rm->nnotes = keep;
+	/* A partner's publication can queue thousands of notes at once. */
+	if (rm->notes_hwm > keep + TRIM_BYTES / sizeof(*rm->notes)) {
+		_sp_meta_trim(rm->notes, keep * sizeof(*rm->notes), rm->notes_hwm * sizeof(*rm->notes));
+		rm->notes_hwm = keep;
+	}
 }
 
 /* Turn the queued lookups into merge jobs (appended after njobs): LOOKUP,
@@ -390,8 +407,8 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 	/* Publish in chunks: the content is copied now, without freezing; if
 	 * the page changes meanwhile, the daemon sees the hash differ (nothing
 	 * stored) or our frozen compare fails later (nothing merged). */
-	for (uint32_t at = 0; at < npub && rm->fd >= 0; at += SP_PROTO_MAX_PUBLISH) {
-		uint32_t m = npub - at < SP_PROTO_MAX_PUBLISH ? npub - at : SP_PROTO_MAX_PUBLISH;
+	for (uint32_t at = 0; at < npub && rm->fd >= 0; at += PUBLISH_BATCH) {
+		uint32_t m = npub - at < PUBLISH_BATCH ? npub - at : PUBLISH_BATCH;
 		struct sp_count *pc = (void *)rm->msg;
 		struct sp_publish_rec *pr = (void *)(rm->msg + sizeof(*pc));
 		pc->n = m;
@@ -418,6 +435,8 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 				add_job(e, &njobs, rm->lk_rid[k], rm->lk_page[k], rr[x].id);
 		}
 	}
+	if (npub)
+		_sp_meta_trim(rm->msg, TRIM_BYTES, _sp_proto_counted_size(SP_MSG_PUBLISH, PUBLISH_BATCH));
 	return njobs;
 }
 

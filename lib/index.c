@@ -120,7 +120,12 @@ bool _sp_index_get(const struct sp_index *ix, uint64_t key, uint64_t *val)
 static int grow(struct sp_index *ix)
 {
 	struct sp_index bigger;
-	size_t want = ix->count * 4 > ix->cap ? ix->cap * 2 : ix->cap;  /* else just purge tombstones */
+	/* Full (live + tombstones at 3/4): double only if the live entries alone
+	 * fill 5/8; else purging the tombstones at the same size leaves at least
+	 * 1/8 free, so a purge is paid for by cap/8 insertions. Doubling at
+	 * 1/4 live, as before, let a churning index (the unstable one) sit at
+	 * twice the memory it needs. */
+	size_t want = ix->count * 8 > ix->cap * 5 ? ix->cap * 2 : ix->cap;
 	int r = _sp_index_init(&bigger, want);
 	if (r)
 		return r;

@@ -178,6 +178,15 @@ void _sp_meta_free(void *p, size_t len)
 	pthread_mutex_unlock(&meta_lock);
 }
 
+/* Queues and message buffers keep the pages of their biggest burst for good
+ * otherwise; giving them back costs one madvise per burst. */
+void _sp_meta_trim(void *p, size_t used, size_t len)
+{
+	uintptr_t from = round_up((uintptr_t)p + used), to = round_up((uintptr_t)p + len);
+	if (p && to > from)
+		_sp_prim_madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
 /* Grow or shrink; new bytes are zero. The old block is given back. */
 void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len)
 {
