@@ -74,6 +74,7 @@ static void usage(FILE *f)
 	      "  --steady-seconds S      length of each steady-state window (10)\n"
 	      "  --settle-scans N        full scans after the writer pauses, before the\n"
 	      "                          no-changes window (12)\n"
+	      "  --settle-seconds S      and at least this long (0)\n"
 	      "  --baseline-seconds S    writer alone before merging starts (2)\n"
 	      "  --verbose               progress on stderr\n",
 	      f);
@@ -83,7 +84,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_SIZE = 256, O_DUP, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_REGIONS, O_CLUSTER,
 	       O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP, O_MPS,
-	       O_SMART, O_TIMEOUT, O_STEADY, O_SETTLE, O_BASELINE, O_VERBOSE, O_HELP };
+	       O_SMART, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_HELP };
 	static const struct option lo[] = {
 		{ "size", 1, 0, O_SIZE }, { "dup", 1, 0, O_DUP }, { "zero", 1, 0, O_ZERO },
 		{ "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -96,6 +97,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "max-page-sharing", 1, 0, O_MPS }, { "smart-scan", 1, 0, O_SMART },
 		{ "timeout", 1, 0, O_TIMEOUT }, { "steady-seconds", 1, 0, O_STEADY },
 		{ "settle-scans", 1, 0, O_SETTLE },
+		{ "settle-seconds", 1, 0, O_SETTLE_S },
 		{ "baseline-seconds", 1, 0, O_BASELINE }, { "verbose", 0, 0, O_VERBOSE },
 		{ "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
 	};
@@ -134,6 +136,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			c->settle_scans = (unsigned)n;
 			break;
 		}
+		case O_SETTLE_S: ok = arg_num(optarg, 0, 3600, &c->settle_seconds); break;
 		case O_BASELINE: ok = arg_num(optarg, 0, 3600, &c->baseline_seconds); break;
 		case O_VERBOSE: c->verbose = true; break;
 		case O_HELP: usage(stdout); exit(0);
@@ -301,11 +304,12 @@ static void print_header(int argc, char **argv, const struct opts *o)
 	       "volatile %.0f%%, cluster %u\n"
 	       "writer: %.0f stores/s into volatile pages, %.0f same-value stores/s into dup pages\n"
 	       "both mergers: use_zero_pages=%d max_page_sharing=%u smart_scan=%d advisor_mode=none\n"
-	       "steady windows: %.0f s each; the no-changes one after %u full scans to settle\n",
+	       "steady windows: %.0f s each; the no-changes one after %u full scans and %.0f s to settle\n",
 	       (double)w->pages * WL_PAGE / MIB, w->regions, 100 * w->share[WL_DUP], w->distinct,
 	       100 * w->share[WL_ZERO], 100 * w->share[WL_UNIQUE], 100 * w->share[WL_VOLATILE],
 	       w->cluster, o->base.write_rate, o->base.dup_write_rate, o->base.use_zero_pages,
-	       o->base.max_page_sharing, o->base.smart_scan, o->base.steady_seconds, o->base.settle_scans);
+	       o->base.max_page_sharing, o->base.smart_scan, o->base.steady_seconds, o->base.settle_scans,
+	       o->base.settle_seconds);
 }
 
 int main(int argc, char **argv)
@@ -316,7 +320,7 @@ int main(int argc, char **argv)
 				.share = { [WL_DUP] = 0.60, [WL_ZERO] = 0.10, [WL_VOLATILE] = 0.05 },
 				.distinct = 64, .regions = 8, .cluster = 1, .seed = 1 },
 			.write_rate = 10000, .dup_write_rate = 5, .max_page_sharing = 256,
-			.smart_scan = true, .timeout = 90, .steady_seconds = 10, .settle_scans = 12, .baseline_seconds = 2,
+			.smart_scan = true, .timeout = 90, .steady_seconds = 10, .settle_scans = 12, .settle_seconds = 0, .baseline_seconds = 2,
 		},
 		.cfg = { { "throttled (kernel defaults)", 100, 20 }, { "unthrottled", 25000, 0 } },
 		.run_cfg = { true, true },

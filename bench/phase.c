@@ -281,7 +281,8 @@ static void steady(const struct merger *m, const struct phase_cfg *c, struct wl_
 	double cap = c->timeout > c->steady_seconds ? c->timeout : c->steady_seconds;
 	/* Let both mergers settle first: the last writes must be seen, and
 	 * each merger's own skipping (smart_scan) learn what is quiet. */
-	for (unsigned k = 0; k < c->settle_scans; k++)
+	double paused = probe_now();
+	for (unsigned k = 0; k < c->settle_scans || probe_now() - paused < c->settle_seconds; k++)
 		if (!m_wait_pass(m, cap))
 			return;
 	double deadline = probe_now() + cap + c->steady_seconds;

@@ -22,6 +22,7 @@ struct phase_cfg {
 	double timeout;              /* most seconds to wait for 99 % */
 	double steady_seconds;
 	unsigned settle_scans;       /* full scans after the writer pauses, before window 2 */
+	double settle_seconds;       /* and at least this long: hot pages cool in seconds */
 	double baseline_seconds;     /* writer alone before merging starts */
 	bool verbose;
 };

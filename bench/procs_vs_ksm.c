@@ -82,6 +82,7 @@ static void usage(FILE *f)
 	      "  --timeout S             most seconds to wait for 99 % of the savings (150)\n"
 	      "  --steady-seconds S      least length of the steady window (10)\n"
 	      "  --settle-scans N        full scans after the writers pause, before it (12)\n"
+	      "  --settle-seconds S      and at least this long (0)\n"
 	      "  --baseline-seconds S    writers alone before merging starts (2)\n"
 	      "  --verbose               progress on stderr\n"
 	      "exit status: 0 every target passed, 3 some target failed (or a page was\n"
@@ -107,7 +108,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_PROCS = 256, O_SIZE, O_SHARED, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_SAME, O_REGIONS,
 	       O_CLUSTER, O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP,
-	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_BASELINE, O_VERBOSE, O_HELP };
+	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_HELP };
 	static const struct option lo[] = {
 		{ "procs", 1, 0, O_PROCS }, { "size-per-proc", 1, 0, O_SIZE }, { "shared", 1, 0, O_SHARED },
 		{ "zero", 1, 0, O_ZERO }, { "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -119,7 +120,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "configs", 1, 0, O_CONFIGS }, { "use-zero-pages", 1, 0, O_UZP },
 		{ "max-page-sharing", 1, 0, O_MPS }, { "smart-scan", 1, 0, O_SMART },
 		{ "samepaged", 1, 0, O_SAMEPAGED }, { "timeout", 1, 0, O_TIMEOUT },
-		{ "steady-seconds", 1, 0, O_STEADY }, { "settle-scans", 1, 0, O_SETTLE }, { "baseline-seconds", 1, 0, O_BASELINE },
+		{ "steady-seconds", 1, 0, O_STEADY }, { "settle-scans", 1, 0, O_SETTLE },
+		{ "settle-seconds", 1, 0, O_SETTLE_S }, { "baseline-seconds", 1, 0, O_BASELINE },
 		{ "verbose", 0, 0, O_VERBOSE }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
 	};
 	struct pv_cfg *c = &o->base;
@@ -160,6 +162,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			c->settle_scans = (unsigned)n;
 			break;
 		}
+		case O_SETTLE_S: ok = arg_num(optarg, 0, 3600, &c->settle_seconds); break;
 		case O_BASELINE: ok = arg_num(optarg, 0, 3600, &c->baseline_seconds); break;
 		case O_VERBOSE: c->verbose = true; break;
 		case O_HELP: usage(stdout); exit(0);
@@ -344,11 +347,12 @@ static void print_header(int argc, char **argv, const struct opts *o)
 	       "per process\n"
 	       "both mergers: use_zero_pages=%d max_page_sharing=%u smart_scan=%d advisor_mode=none; "
 	       "samepaged: %s\n"
-	       "steady window: at least %.0f s, after %u full scans to settle\n",
+	       "steady window: at least %.0f s, after %u full scans and %.0f s to settle\n",
 	       (double)w->pages * WL_PAGE / MIB, w->regions, 100 * w->share[WL_DUP], w->distinct,
 	       c->same_offsets ? "the same" : "different", 100 * w->share[WL_ZERO], 100 * w->share[WL_UNIQUE],
 	       100 * w->share[WL_VOLATILE], w->cluster, c->write_rate, c->dup_write_rate, c->pace.use_zero_pages,
-	       c->pace.max_page_sharing, c->pace.smart_scan, c->samepaged, c->steady_seconds, c->settle_scans);
+	       c->pace.max_page_sharing, c->pace.smart_scan, c->samepaged, c->steady_seconds, c->settle_scans,
+	       c->settle_seconds);
 }
 
 /* ------------------------------------------------------------ main */
@@ -381,7 +385,7 @@ int main(int argc, char **argv)
 				.regions = 4, .cluster = 1, .seed = 1 },
 			.pace = { .max_page_sharing = 256, .smart_scan = true },
 			.write_rate = 1000, .dup_write_rate = 1,
-			.timeout = 150, .steady_seconds = 10, .settle_scans = 12, .baseline_seconds = 2,
+			.timeout = 150, .steady_seconds = 10, .settle_scans = 12, .settle_seconds = 0, .baseline_seconds = 2,
 		},
 		.pace = { { "throttled (kernel defaults)", 100, 20 }, { "unthrottled", 25000, 0 } },
 		.run_pace = { true, true },

@@ -33,6 +33,7 @@ struct pv_cfg {
 	double timeout;              /* most seconds to wait for 99 % */
 	double steady_seconds;
 	unsigned settle_scans;       /* full scans after the writers pause, before the window */
+	double settle_seconds;       /* and at least this long: hot pages cool in seconds */
 	double baseline_seconds;
 	bool verbose;
 };

@@ -31,7 +31,8 @@
 #include "probe.h"
 
 #define PROG "procs_vs_ksm"
-#define POLL_NS 10000000L       /* savings are read every 10 ms while converging */
+#define POLL_NS 10000000L       /* savings are read every 10 ms while converging, */
+#define POLL_MAX_NS 100000000L  /* or less often while the next mark is far */
 #define TICK_POLL_NS 20000000L  /* full_scans every 20 ms in the steady window */
 #define CMD_TIMEOUT 120.0       /* seconds a worker may take to answer */
 
@@ -413,7 +414,16 @@ static void converge(struct ph *ph, struct pv_result *r)
 			r->saved_conv = saved;
 			break;
 		}
-		nap(POLL_NS);
+		/* Each reading costs samepaged CPU (about 70 us with the wake-ups:
+		 * more than the tight loop above measures), sysfs costs ksmd none:
+		 * read about four times before the next mark is due at the pace so
+		 * far, and at least ten times as often as the time so far: every
+		 * 10 to 100 ms, so that fast runs (unthrottled: 0.1-0.2 s) keep
+		 * 10 ms. */
+		int64_t next_mark = r->t90 < 0 ? want90 : want99;
+		double rate = (double)saved / (now - start + 1e-3), due = (double)(next_mark - saved) / (rate + 1e-9);
+		double ns = (due / 4 < (now - start) / 10 ? due / 4 : (now - start) / 10) * 1e9;
+		nap(ns < POLL_NS ? POLL_NS : ns > POLL_MAX_NS ? POLL_MAX_NS : (long)ns);
 	}
 	if (cpu_read(ph, &t)) {
 		fail(r, "reading the workers' CPU%s", "", 0);
@@ -454,7 +464,8 @@ static void steady(struct ph *ph, struct pv_result *r)
 	double cap = c->timeout > c->steady_seconds ? c->timeout : c->steady_seconds;
 	/* Let both mergers settle: the last writes seen, their skipping
 	 * (smart_scan) taught what is quiet. */
-	for (unsigned k = 0; k < c->settle_scans; k++)
+	double paused = probe_now();
+	for (unsigned k = 0; k < c->settle_scans || probe_now() - paused < c->settle_seconds; k++)
 		if (!wait_tick(ph, cap))
 			return;
 	double deadline = probe_now() + cap + c->steady_seconds;
@@ -468,9 +479,10 @@ static void steady(struct ph *ph, struct pv_result *r)
 	if (c->verbose)
 		fprintf(stderr, "    %s N=%u steady window starts at full_scans=%lld\n",
 			c->daemon ? "samepaged" : "kernel", c->nprocs, (long long)scans);
-	while (probe_now() - start < c->steady_seconds || m_full_scans(ph) == scans)
-		if (!wait_tick(ph, deadline - probe_now()))
-			break;
+	/* Each reading costs samepaged CPU (sysfs costs ksmd none): none until
+	 * the window's least length is over, then only until the next tick. */
+	nap((long)(c->steady_seconds * 1e9));
+	wait_tick(ph, deadline - probe_now());
 	int64_t end_scans = m_full_scans(ph);
 	if (cpu_read(ph, &t))
 		return;
