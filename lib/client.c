@@ -46,6 +46,9 @@ struct sp_remote {
 	bool unmerge_all, grant_pending;
 	int64_t done_ns;          /* when the daemon last had our counters */
 	uint32_t grant;
+	bool in_turn;             /* pacing ourselves: a batch every turn_sleep_ms */
+	uint32_t turn_sleep_ms;
+	int64_t next_batch_ns;
 	uint64_t passes;
 };
 
@@ -96,6 +99,7 @@ static void disconnect(sp_engine *e, const char *why)
 			fprintf(stderr, "samepage: lost samepaged: %s\n", why);
 	}
 	rm->nrefs = rm->nforget = rm->nnotes = rm->nlk = 0;
+	rm->grant_pending = rm->in_turn = false;
 	rm->retry_ns = _sp_now_ns() + 200000000LL;
 }
 
@@ -161,16 +165,27 @@ static void async_message(sp_engine *e, const struct sp_hdr *h, const uint8_t *p
 			rm->notes_hwm = rm->nnotes;
 		break;
 	}
-	case SP_MSG_KNOBS:
-		apply_knobs(e, ((const struct sp_knobs *)p)->knob);
+	case SP_MSG_KNOBS: {
+		const int64_t *k = ((const struct sp_knobs *)p)->knob;
+		apply_knobs(e, k);
+		if (rm->in_turn) {  /* the pace changed in our turn */
+			int64_t pts = k[SP_PAGES_TO_SCAN], ms = k[SP_SLEEP_MILLISECS];
+			rm->grant = (uint32_t)(pts > 0 && pts < (1ll << 31) ? pts : 1);
+			rm->turn_sleep_ms = (uint32_t)(ms >= 0 && ms < (1ll << 31) ? ms : 0);
+		}
 		break;
+	}
 	case SP_MSG_UNMERGE_ALL:
 		rm->unmerge_all = true;
 		break;
-	case SP_MSG_GRANT:
+	case SP_MSG_GRANT: {
+		const struct sp_grant *g = (const void *)p;
 		rm->grant_pending = true;
-		rm->grant = ((const struct sp_grant *)p)->pages;
+		rm->grant = g->pages;
+		rm->in_turn = g->sleep_ms != SP_GRANT_ONE_BATCH;
+		rm->turn_sleep_ms = g->sleep_ms;
 		break;
+	}
 	case SP_MSG_ERROR:
 		disconnect(e, ((const struct sp_error *)p)->msg);
 		break;
@@ -493,15 +508,25 @@ void *_sp_remote_main(void *arg)
 			}
 		}
 		int fd = rm->fd;
+		/* In a turn, until the next batch is due; else until a message. */
+		int64_t wait_ns = 100000000LL;
+		if (rm->in_turn && !rm->grant_pending) {
+			wait_ns = rm->next_batch_ns - _sp_now_ns();
+			if (wait_ns < 0)
+				wait_ns = 0;
+		}
 		_sp_unlock(e);
 		_sp_yield_lock(e);
 		struct pollfd pf = { fd, POLLIN, 0 };
-		int pr = poll(&pf, 1, 100);
+		struct timespec ts = { (time_t)(wait_ns / 1000000000LL), (long)(wait_ns % 1000000000LL) };
+		int pr = ppoll(&pf, 1, &ts, NULL);
 		_sp_lock(e);
 		if (e->stopping || rm->fd != fd)
 			continue;
 		if (pr > 0)
 			recv_until(e, 0, 0);
+		if (rm->in_turn && !rm->grant_pending && _sp_now_ns() >= rm->next_batch_ns)
+			rm->grant_pending = true;
 		if (rm->unmerge_all) {
 			rm->unmerge_all = false;
 			_sp_unmerge_all(e, true);
@@ -517,12 +542,23 @@ void *_sp_remote_main(void *arg)
 			rm->grant_pending = false;
 			uint64_t before = e->full_scans;
 			int visited = 0;
-			if (e->knob[SP_RUN] == 1 && !e->inert)
+			bool running = e->knob[SP_RUN] == 1 && !e->inert;
+			if (running)
 				visited = _sp_scan_batch(e, rm->grant ? rm->grant : 1);
 			if (e->merge_any && (e->full_scans != before || e->nranges == 0))
 				_sp_any_refresh(e);
 			_sp_remote_flush(e);
-			send_done(e, visited > 0 ? (uint32_t)visited : 0, e->full_scans != before || e->nranges == 0, 0);
+			bool pass_done = e->full_scans != before || e->nranges == 0;
+			if (rm->in_turn && running && !pass_done && visited > 0) {
+				/* The turn goes on: the next batch after the pause, as
+				 * ksmd sleeps between batches. */
+				rm->next_batch_ns = _sp_now_ns() + (int64_t)rm->turn_sleep_ms * 1000000LL;
+				if (_sp_now_ns() - rm->done_ns >= 1000000000LL)
+					send_done(e, (uint32_t)visited, false, SP_DONE_PROGRESS);
+			} else {
+				rm->in_turn = false;
+				send_done(e, visited > 0 ? (uint32_t)visited : 0, pass_done, 0);
+			}
 			pthread_cond_broadcast(&e->cond);
 		} else if (_sp_now_ns() - rm->done_ns >= 1000000000LL && !e->inert) {
 			/* No turn for a second (run=0, or many clients): "merge any"

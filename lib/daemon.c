@@ -4,9 +4,10 @@
  *
  * - Peers are identified with SO_PEERCRED; each belongs to the trust domain
  *   of its uid (a per-user daemon accepts only its own user).
- * - Pacing is ksmd's: every sleep_millisecs one client gets a grant of
- *   pages_to_scan pages; a client keeps its turn until its pass is done,
- *   and a full scan is every client's pass, round-robin.
+ * - Pacing is ksmd's: one client at a time has a turn, in which it scans
+ *   pages_to_scan pages every sleep_millisecs (pacing itself: one GRANT,
+ *   one DONE) until its pass is done; a full scan is every client's pass,
+ *   round-robin.
  * - Nothing a client sends is trusted: every message is validated, and a
  *   client that breaks the protocol, floods, or stops reading is
  *   disconnected; its references are released.
@@ -469,6 +470,10 @@ static void handle_done(sp_daemon *d, struct sp_client *c, const struct sp_done 
 		return;  /* counters between grants (run=0, or a slow turn) */
 	if (d->granted != (int)c->slot)
 		return;  /* a late answer to a grant that timed out */
+	if (done->flags & SP_DONE_PROGRESS) {
+		d->grant_ns = _sp_now_ns();  /* alive, still in its turn */
+		return;
+	}
 	d->granted = -1;
 	d->next_grant_ns = _sp_now_ns() + d->knob[SP_SLEEP_MILLISECS] * 1000000LL;
 	if (done->pass_done || done->visited == 0) {
@@ -666,8 +671,9 @@ static void pace(sp_daemon *d, int64_t now)
 		}
 		struct sp_client *c = d->clients[d->cursor];
 		if (c && c->hello && !c->control) {
-			int64_t pts = d->knob[SP_PAGES_TO_SCAN];
-			struct sp_grant g = { (uint32_t)(pts > 0 && pts < (1ll << 31) ? pts : 1), 0 };
+			int64_t pts = d->knob[SP_PAGES_TO_SCAN], ms = d->knob[SP_SLEEP_MILLISECS];
+			struct sp_grant g = { (uint32_t)(pts > 0 && pts < (1ll << 31) ? pts : 1),
+					      (uint32_t)(ms >= 0 && ms < (1ll << 31) ? ms : 0) };
 			uint32_t slot = c->slot;
 			if (send_to(d, c, SP_MSG_GRANT, &g, sizeof(g), -1)) {
 				d->granted = (int)slot;

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define SP_PROTO_MAGIC 0x31475053u   /* "SPG1" */
-#define SP_PROTO_VERSION 2
+#define SP_PROTO_VERSION 3
 #define SP_PROTO_MAX_PAYLOAD (1u << 20)
 #define SP_PROTO_MAX_LOOKUP 1024     /* records per LOOKUP / NOTIFY / REFS / FORGET */
 #define SP_PROTO_MAX_PUBLISH 64      /* pages per PUBLISH (256 KiB) */
@@ -125,10 +125,17 @@ struct sp_forget_rec {
 	uint64_t addr;
 };
 
+/* A turn, as ksmd paces itself: the client scans `pages` pages, sleeps
+ * sleep_ms, and again, until its pass is done (or a batch visits nothing,
+ * or run stops), then answers one DONE; meanwhile a DONE_PROGRESS at
+ * least every second. Two messages per client pass instead of two per
+ * batch: at the kernel's pace the round trips cost more than the batches.
+ * SP_GRANT_ONE_BATCH: one batch, one DONE. */
 struct sp_grant {
 	uint32_t pages;
-	uint32_t pad;
+	uint32_t sleep_ms;
 };
+#define SP_GRANT_ONE_BATCH UINT32_MAX
 
 struct sp_client_stats {
 	uint64_t registered, unshared, volatile_, zero, cow, scanned, skipped, skipped_map, merging,
@@ -138,7 +145,10 @@ struct sp_client_stats {
 	uint64_t merge_any;     /* 1 when "merge any" is on */
 };
 
-enum { SP_DONE_STATS_ONLY = 1u << 0 };  /* no grant answered: counters only */
+enum {
+	SP_DONE_STATS_ONLY = 1u << 0,   /* no grant answered: counters only */
+	SP_DONE_PROGRESS = 1u << 1,     /* still in its turn: counters, and alive */
+};
 
 struct sp_done {
 	uint32_t visited;

@@ -556,6 +556,48 @@ static void test_hostile_clients(void **state)
 	cleanup_dir();
 }
 
+/* A client paces itself in its turn, at the daemon's knobs, and a turn
+ * longer than the daemon's 5 s grant timeout is not cut short: its
+ * progress messages keep it. 16384 pages at 50 per 20 ms make a first
+ * pass of about 6.5 s. */
+static void test_turn_keeps_the_pace(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	sp_ctl *ctl;
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	sp_setting slow[] = { { "pages_to_scan", "50" }, { "sleep_millisecs", "20" } };
+	sp_diag diag;
+	assert_int_equal(sp_ctl_set(ctl, slow, 2, 0, &diag), 0);
+	sp_ctl_close(ctl);
+	enum { PAGES = 16384, DISTINCT = 64 };
+	struct client c = client_start(PAGES, DISTINCT, -1, false);
+	msleep(1000);
+	int64_t s0 = domain_sample().value[SP_PAGES_SCANNED];
+	msleep(4000);
+	int64_t s1 = domain_sample().value[SP_PAGES_SCANNED];
+	/* 2,500 pages/s; the counters come with the progress messages, at
+	 * least once a second, so the window is 4 +- 1 s. */
+	print_message("scanned %lld pages in 4 s at 2500 pages/s\n", (long long)(s1 - s0));
+	assert_true(s1 - s0 <= 2500 * 5 * 12 / 10);
+	assert_true(s1 - s0 >= (under_tsan() ? 500 : 2500));
+	int64_t scans = 0;
+	for (int t = 0; t < san_ms(20000) && scans < 1; t += 100, msleep(100))
+		scans = domain_sample().value[SP_FULL_SCANS];
+	assert_true(scans >= 1);
+	char log[PATH_MAX];
+	snprintf(log, sizeof(log), "%s/daemon.log", sock_dir);
+	char *text = read_whole_file(log);
+	assert_non_null(text);
+	assert_null(strstr(text, "did not finish its grant in time"));
+	free(text);
+	assert_int_equal(client_verify(&c).bad, 0);
+	assert_int_equal(client_stop(&c), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -788,6 +830,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_killed_client),
 		cmocka_unit_test(test_daemon_killed_and_back),
 		cmocka_unit_test(test_hostile_clients),
+		cmocka_unit_test(test_turn_keeps_the_pace),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
