@@ -549,10 +549,13 @@ void *_sp_remote_main(void *arg)
 				_sp_any_refresh(e);
 			_sp_remote_flush(e);
 			bool pass_done = e->full_scans != before || e->nranges == 0;
-			if (rm->in_turn && running && !pass_done && visited > 0) {
-				/* The turn goes on: the next batch after the pause, as
-				 * ksmd sleeps between batches. */
-				rm->next_batch_ns = _sp_now_ns() + (int64_t)rm->turn_sleep_ms * 1000000LL;
+			if (rm->in_turn && running && !pass_done) {
+				/* The turn goes on until our pass is done: the next batch
+				 * after the pause, as ksmd sleeps between batches; at once
+				 * after a batch that only walked resting blocks (ksmd's
+				 * scan skips such pages within its batch). Ending the turn
+				 * there instead had the daemon count our pass twice. */
+				rm->next_batch_ns = _sp_now_ns() + (visited > 0 ? (int64_t)rm->turn_sleep_ms * 1000000LL : 0);
 				if (_sp_now_ns() - rm->done_ns >= 1000000000LL)
 					send_done(e, (uint32_t)visited, false, SP_DONE_PROGRESS);
 			} else {

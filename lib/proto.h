@@ -126,8 +126,8 @@ struct sp_forget_rec {
 };
 
 /* A turn, as ksmd paces itself: the client scans `pages` pages, sleeps
- * sleep_ms, and again, until its pass is done (or a batch visits nothing,
- * or run stops), then answers one DONE; meanwhile a DONE_PROGRESS at
+ * sleep_ms, and again, until its pass is done (or run stops), then
+ * answers one DONE; meanwhile a DONE_PROGRESS at
  * least every second. Two messages per client pass instead of two per
  * batch: at the kernel's pace the round trips cost more than the batches.
  * SP_GRANT_ONE_BATCH: one batch, one DONE. */

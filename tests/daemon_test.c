@@ -598,6 +598,46 @@ static void test_turn_keeps_the_pace(void **state)
 	cleanup_dir();
 }
 
+/* A full scan is every client's pass, each page once (scanned or skipped),
+ * also when a batch only walks resting blocks: the pages the clients
+ * report per full scan the daemon counts are their registered pages. A
+ * client whose turn ended at such a batch had its pass counted twice. */
+static void test_full_scan_covers_every_page_once(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	sp_ctl *ctl;
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	/* 100 pages a batch walk at most 6,464 pages of resting blocks */
+	sp_setting pace[] = { { "pages_to_scan", "100" }, { "sleep_millisecs", "1" } };
+	sp_diag diag;
+	assert_int_equal(sp_ctl_set(ctl, pace, 2, 0, &diag), 0);
+	sp_ctl_close(ctl);
+	enum { PAGES = 16384, DISTINCT = 64 };
+	struct client c = client_start(PAGES, DISTINCT, -1, false);
+	assert_true(wait_sharing(PAGES - DISTINCT - 64, 60000));
+	msleep(san_ms(3000));  /* quiet blocks start resting */
+	sp_sample s0 = domain_sample();
+	int64_t scans = 0;
+	for (int t = 0; t < san_ms(30000) && scans < 20; t += 100, msleep(100))
+		scans = domain_sample().value[SP_FULL_SCANS] - s0.value[SP_FULL_SCANS];
+	sp_sample s1 = domain_sample();
+	scans = s1.value[SP_FULL_SCANS] - s0.value[SP_FULL_SCANS];
+	int64_t pages = s1.value[SP_PAGES_SCANNED] - s0.value[SP_PAGES_SCANNED] + s1.value[SP_PAGES_SKIPPED] -
+			s0.value[SP_PAGES_SKIPPED];
+	print_message("%lld full scans, %lld pages scanned or skipped: %.2f passes over the memory each\n",
+		      (long long)scans, (long long)pages, scans ? (double)pages / PAGES / (double)scans : 0);
+	assert_true(scans >= 10);
+	/* counters come at the end of each turn: within a pass of the count */
+	assert_true(pages >= (int64_t)PAGES * (scans - 1));
+	assert_true(pages <= (int64_t)PAGES * (scans + 1));
+	assert_int_equal(client_verify(&c).bad, 0);
+	assert_int_equal(client_stop(&c), 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -831,6 +871,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_daemon_killed_and_back),
 		cmocka_unit_test(test_hostile_clients),
 		cmocka_unit_test(test_turn_keeps_the_pace),
+		cmocka_unit_test(test_full_scan_covers_every_page_once),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
