@@ -73,7 +73,7 @@ static void usage(FILE *f)
 	      "  --timeout S             most seconds to wait for 99 % of the savings (90)\n"
 	      "  --steady-seconds S      length of each steady-state window (10)\n"
 	      "  --settle-scans N        full scans after the writer pauses, before the\n"
-	      "                          no-changes window (12)\n"
+	      "                          no-changes window (30)\n"
 	      "  --settle-seconds S      and at least this long (0)\n"
 	      "  --baseline-seconds S    writer alone before merging starts (2)\n"
 	      "  --verbose               progress on stderr\n",
@@ -320,7 +320,7 @@ int main(int argc, char **argv)
 				.share = { [WL_DUP] = 0.60, [WL_ZERO] = 0.10, [WL_VOLATILE] = 0.05 },
 				.distinct = 64, .regions = 8, .cluster = 1, .seed = 1 },
 			.write_rate = 10000, .dup_write_rate = 5, .max_page_sharing = 256,
-			.smart_scan = true, .timeout = 90, .steady_seconds = 10, .settle_scans = 12, .settle_seconds = 0, .baseline_seconds = 2,
+			.smart_scan = true, .timeout = 90, .steady_seconds = 10, .settle_scans = 30, .settle_seconds = 0, .baseline_seconds = 2,
 		},
 		.cfg = { { "throttled (kernel defaults)", 100, 20 }, { "unthrottled", 25000, 0 } },
 		.run_cfg = { true, true },

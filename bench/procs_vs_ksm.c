@@ -81,7 +81,7 @@ static void usage(FILE *f)
 	      "measurement:\n"
 	      "  --timeout S             most seconds to wait for 99 % of the savings (150)\n"
 	      "  --steady-seconds S      least length of the steady window (10)\n"
-	      "  --settle-scans N        full scans after the writers pause, before it (12)\n"
+	      "  --settle-scans N        full scans after the writers pause, before it (30)\n"
 	      "  --settle-seconds S      and at least this long (0)\n"
 	      "  --baseline-seconds S    writers alone before merging starts (2)\n"
 	      "  --verbose               progress on stderr\n"
@@ -385,7 +385,7 @@ int main(int argc, char **argv)
 				.regions = 4, .cluster = 1, .seed = 1 },
 			.pace = { .max_page_sharing = 256, .smart_scan = true },
 			.write_rate = 1000, .dup_write_rate = 1,
-			.timeout = 150, .steady_seconds = 10, .settle_scans = 12, .settle_seconds = 0, .baseline_seconds = 2,
+			.timeout = 150, .steady_seconds = 10, .settle_scans = 30, .settle_seconds = 0, .baseline_seconds = 2,
 		},
 		.pace = { { "throttled (kernel defaults)", 100, 20 }, { "unthrottled", 25000, 0 } },
 		.run_pace = { true, true },
