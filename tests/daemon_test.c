@@ -556,6 +556,16 @@ static void test_hostile_clients(void **state)
 	cleanup_dir();
 }
 
+static void set_pace(const char *pages_to_scan, const char *sleep_millisecs)
+{
+	sp_ctl *ctl;
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	sp_setting pace[] = { { "pages_to_scan", pages_to_scan }, { "sleep_millisecs", sleep_millisecs } };
+	sp_diag diag;
+	assert_int_equal(sp_ctl_set(ctl, pace, 2, 0, &diag), 0);
+	sp_ctl_close(ctl);
+}
+
 /* A client paces itself in its turn, at the daemon's knobs, and a turn
  * longer than the daemon's 5 s grant timeout is not cut short: its
  * progress messages keep it. 16384 pages at 50 per 20 ms make a first
@@ -565,12 +575,7 @@ static void test_turn_keeps_the_pace(void **state)
 	(void)state;
 	NEED_ENGINE();
 	pid_t d = start_daemon(false);
-	sp_ctl *ctl;
-	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
-	sp_setting slow[] = { { "pages_to_scan", "50" }, { "sleep_millisecs", "20" } };
-	sp_diag diag;
-	assert_int_equal(sp_ctl_set(ctl, slow, 2, 0, &diag), 0);
-	sp_ctl_close(ctl);
+	set_pace("50", "20");
 	enum { PAGES = 16384, DISTINCT = 64 };
 	struct client c = client_start(PAGES, DISTINCT, -1, false);
 	msleep(1000);
@@ -607,13 +612,7 @@ static void test_full_scan_covers_every_page_once(void **state)
 	(void)state;
 	NEED_ENGINE();
 	pid_t d = start_daemon(false);
-	sp_ctl *ctl;
-	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
-	/* 100 pages a batch walk at most 6,464 pages of resting blocks */
-	sp_setting pace[] = { { "pages_to_scan", "100" }, { "sleep_millisecs", "1" } };
-	sp_diag diag;
-	assert_int_equal(sp_ctl_set(ctl, pace, 2, 0, &diag), 0);
-	sp_ctl_close(ctl);
+	set_pace("100", "1");  /* a batch of 100 pages walks at most 6,464 resting pages */
 	enum { PAGES = 16384, DISTINCT = 64 };
 	struct client c = client_start(PAGES, DISTINCT, -1, false);
 	assert_true(wait_sharing(PAGES - DISTINCT - 64, 60000));
