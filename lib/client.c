@@ -648,4 +648,5 @@ void _sp_remote_child(sp_engine *e)
 		close(rm->fd);
 	rm->fd = -1;
 	rm->ever_connected = false;
+	rm->grant_pending = rm->in_turn = false;  /* the parent's turn, not ours */
 }
