@@ -9,6 +9,8 @@
  */
 #include "helpers.h"
 
+#include <time.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -238,6 +240,8 @@ static void test_written_after_first_contact_faults_once(void **state)
 	 * when it is visited every pass; the cause of that one is not known).
 	 * Before this rule every later write faulted: three. */
 	long later = 0;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int i = 0; i < 4; i++) {
 		long before = thread_minflt();
 		p[5 * PG + 100 + i] = (uint8_t)(0x10 + i);
@@ -245,10 +249,19 @@ static void test_written_after_first_contact_faults_once(void **state)
 			later += thread_minflt() - before;
 		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
 	}
-	print_message("faults on the 2nd to 4th written pass: %ld\n", later);
-	assert_true(later <= 1);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	print_message("faults on the 2nd to 4th written pass: %ld (passes took %.2f s)\n", later, took);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(p[5 * PG + 100 + i], 0x10 + i);
+	/* The rule is about writes within a second: under a sanitizer that
+	 * slows the passes past it, it does not apply, and nothing is shown. */
+	if (took > 0.8) {
+		assert_int_equal(sp_engine_free(e), 0);
+		munmap(p, n * PG);
+		SKIP_BECAUSE("four passes took %.1f s here, longer than the one-second rule this tests", took);
+	}
+	assert_true(later <= 1);
 	assert_int_equal(sp_engine_free(e), 0);
 	munmap(p, n * PG);
 }
