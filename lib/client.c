@@ -169,9 +169,9 @@ static void async_message(sp_engine *e, const struct sp_hdr *h, const uint8_t *p
 		const int64_t *k = ((const struct sp_knobs *)p)->knob;
 		apply_knobs(e, k);
 		if (rm->in_turn) {  /* the pace changed in our turn */
-			int64_t pts = k[SP_PAGES_TO_SCAN], ms = k[SP_SLEEP_MILLISECS];
-			rm->grant = (uint32_t)(pts > 0 && pts < (1ll << 31) ? pts : 1);
-			rm->turn_sleep_ms = (uint32_t)(ms >= 0 && ms < (1ll << 31) ? ms : 0);
+			struct sp_grant g = _sp_grant_turn(k[SP_PAGES_TO_SCAN], k[SP_SLEEP_MILLISECS]);
+			rm->grant = g.pages;
+			rm->turn_sleep_ms = g.sleep_ms;
 		}
 		break;
 	}

@@ -671,9 +671,7 @@ static void pace(sp_daemon *d, int64_t now)
 		}
 		struct sp_client *c = d->clients[d->cursor];
 		if (c && c->hello && !c->control) {
-			int64_t pts = d->knob[SP_PAGES_TO_SCAN], ms = d->knob[SP_SLEEP_MILLISECS];
-			struct sp_grant g = { (uint32_t)(pts > 0 && pts < (1ll << 31) ? pts : 1),
-					      (uint32_t)(ms >= 0 && ms < (1ll << 31) ? ms : 0) };
+			struct sp_grant g = _sp_grant_turn(d->knob[SP_PAGES_TO_SCAN], d->knob[SP_SLEEP_MILLISECS]);
 			uint32_t slot = c->slot;
 			if (send_to(d, c, SP_MSG_GRANT, &g, sizeof(g), -1)) {
 				d->granted = (int)slot;

@@ -137,6 +137,14 @@ struct sp_grant {
 };
 #define SP_GRANT_ONE_BATCH UINT32_MAX
 
+/* A turn at the pace of these knob values, clamped to the message's range. */
+static inline struct sp_grant _sp_grant_turn(int64_t pages_to_scan, int64_t sleep_millisecs)
+{
+	struct sp_grant g = { (uint32_t)(pages_to_scan > 0 && pages_to_scan < (1ll << 31) ? pages_to_scan : 1),
+			      (uint32_t)(sleep_millisecs >= 0 && sleep_millisecs < (1ll << 31) ? sleep_millisecs : 0) };
+	return g;
+}
+
 struct sp_client_stats {
 	uint64_t registered, unshared, volatile_, zero, cow, scanned, skipped, skipped_map, merging,
 		rmap_items, passes;
