@@ -43,6 +43,7 @@ struct sp_remote {
 	size_t *lk_page;
 	uint32_t nlk;
 	uint8_t *msg;                  /* receive buffer */
+	bool msg_big;                  /* PUBLISH used it beyond TRIM_BYTES this turn */
 	bool unmerge_all, grant_pending;
 	int64_t done_ns;          /* when the daemon last had our counters */
 	uint32_t grant;
@@ -337,7 +338,7 @@ static bool know_store_page(sp_engine *e, uint32_t id, uint64_t key)
 	if (!s->live) {
 		memset(s, 0, sizeof(*s));
 		s->live = 1;
-		s->next_dup = s->prev_dup = SP_NONE;
+		e->store.seg[id / SP_SEG_PAGES].live++;
 	}
 	s->hash = key;
 	return true;
@@ -450,8 +451,7 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 				add_job(e, &njobs, rm->lk_rid[k], rm->lk_page[k], rr[x].id);
 		}
 	}
-	if (npub)
-		_sp_meta_trim(rm->msg, TRIM_BYTES, _sp_proto_counted_size(SP_MSG_PUBLISH, PUBLISH_BATCH));
+	rm->msg_big |= npub > 0;
 	return njobs;
 }
 
@@ -462,6 +462,12 @@ static void send_done(sp_engine *e, uint32_t visited, bool pass_done, uint32_t f
 	struct sp_remote *rm = e->remote;
 	struct sp_done d = { .visited = visited, .pass_done = pass_done, .flags = flags };
 	rm->done_ns = _sp_now_ns();
+	if (!flags && rm->msg_big) {
+		/* The turn is over: what publishing touched beyond TRIM_BYTES goes
+		 * back (once a turn, not after every batch that published). */
+		_sp_meta_trim(rm->msg, TRIM_BYTES, _sp_proto_counted_size(SP_MSG_PUBLISH, PUBLISH_BATCH));
+		rm->msg_big = false;
+	}
 	struct sp_client_stats *s = &d.st;
 	for (uint32_t id = 0; id < e->nranges; id++)
 		if (e->ranges[id])

@@ -148,9 +148,9 @@ static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 	if (d->granted == (int)c->slot)
 		d->granted = -1;
 	close(c->fd);
-	_sp_index_fini(&c->refs);
+	_sp_domain_client_free(c);
 	free(c->have_seg);
-	free(c->buf);
+	_sp_meta_free(c->buf, SP_PROTO_MAX_PAYLOAD);
 	d->clients[c->slot] = NULL;
 	free(c);
 }
@@ -196,7 +196,7 @@ static void accept_client(sp_daemon *d)
 	while (slot < SP_MAX_CLIENTS && d->clients[slot])
 		slot++;
 	struct sp_client *c = slot < SP_MAX_CLIENTS ? calloc(1, sizeof(*c)) : NULL;
-	if (!c || _sp_index_init(&c->refs, 64)) {
+	if (!c) {
 		free(c);
 		close(fd);
 		return;
@@ -453,6 +453,9 @@ static void handle_list(sp_daemon *d, struct sp_client *c)
 
 /* ------------------------------------------------------------- messages */
 
+/* Receive buffer bytes kept touched between a client's bursts. */
+#define BUF_KEEP (16u << 10)
+
 static void end_of_pass(sp_daemon *d)
 {
 	d->full_scans++;
@@ -466,6 +469,11 @@ static void end_of_pass(sp_daemon *d)
 static void handle_done(sp_daemon *d, struct sp_client *c, const struct sp_done *done)
 {
 	c->st = done->st;
+	if (c->buf_hwm > BUF_KEEP) {
+		/* (done is in the first bytes of the buffer: untouched) */
+		_sp_meta_trim(c->buf, BUF_KEEP, c->buf_hwm);
+		c->buf_hwm = BUF_KEEP;
+	}
 	if (done->flags & SP_DONE_STATS_ONLY)
 		return;  /* counters between grants (run=0, or a slow turn) */
 	if (d->granted != (int)c->slot)
@@ -593,15 +601,17 @@ static void read_client(sp_daemon *d, struct sp_client *c)
 				violation(d, c, -EPROTO, "bad message header");
 				return;
 			}
-			if (c->cap < c->hdr.len) {
-				uint8_t *b = realloc(c->buf, c->hdr.len);
-				if (!b) {
+			if (!c->buf) {
+				/* Room for the largest message, in meta memory: the pages a
+				 * burst touched are given back when its turn ends. */
+				c->buf = _sp_meta_alloc(SP_PROTO_MAX_PAYLOAD);
+				if (!c->buf) {
 					violation(d, c, -ENOMEM, "out of memory");
 					return;
 				}
-				c->buf = b;
-				c->cap = c->hdr.len;
 			}
+			if (c->hdr.len > c->buf_hwm)
+				c->buf_hwm = c->hdr.len;
 			want = sizeof(c->hdr) + c->hdr.len - c->got;
 			dst = c->buf + (c->got - sizeof(c->hdr));
 		}

@@ -15,6 +15,13 @@
 
 struct sp_domain;
 
+/* A client's references to one store page (an array indexed by id: half
+ * the memory of a hash index at the same ids, and ids are dense). */
+struct sp_held {
+	uint32_t refs;               /* its mappings that name the page */
+	uint32_t sharers;            /* of those, really sharing */
+};
+
 struct sp_client {
 	int fd;
 	uint32_t slot;
@@ -24,7 +31,9 @@ struct sp_client {
 	char comm[16];
 	bool hello, control;
 	struct sp_domain *dom;
-	struct sp_index refs;        /* store page id (tagged) -> refs << 32 | sharers */
+	struct sp_held *held;        /* by store page id: what this client maps */
+	uint32_t held_cap;           /* ids the array has room for */
+	uint32_t held_end;           /* ids at and above this are all zero */
 	uint64_t unstable;           /* entries this client put in the unstable index */
 	uint8_t *have_seg;           /* segments whose fd it has been sent */
 	uint32_t have_seg_cap;
@@ -32,8 +41,8 @@ struct sp_client {
 	/* receiving */
 	struct sp_hdr hdr;
 	size_t got;                  /* bytes of header+payload received */
-	uint8_t *buf;
-	size_t cap;
+	uint8_t *buf;                /* SP_PROTO_MAX_PAYLOAD of meta memory */
+	size_t buf_hwm;              /* most of it used since the last trim */
 	int64_t connected_ns;
 };
 
@@ -69,6 +78,7 @@ int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_
 void _sp_domain_forget(struct sp_domain *dom, struct sp_client *c, const struct sp_forget_rec *r, uint32_t n);
 /* The client left (or died): release everything it held. */
 void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c);
+void _sp_domain_client_free(struct sp_client *c);
 /* A client forked: pages mapped so far may be mapped by processes we do not know. */
 void _sp_domain_forked(struct sp_domain *dom);
 /* run=2: forget the unstable index (clients unmerge and release their pages). */

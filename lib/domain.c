@@ -18,7 +18,6 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define REF_TAG (1ull << 63)   /* index keys must not be 0 or 1 */
 #define UNSTABLE_PER_CLIENT (1u << 24)
 
 static uint64_t pack_unstable(uint32_t slot, uint64_t addr)
@@ -33,8 +32,7 @@ struct sp_domain *_sp_domain_new(uint32_t key)
 		return NULL;
 	dom->key = key;
 	_sp_store_init(&dom->store);
-	dom->stable.store = &dom->store;
-	if (_sp_index_init(&dom->stable.ix, 1024) || _sp_index_init(&dom->unstable, 1024)) {
+	if (_sp_stable_init(&dom->stable, &dom->store) || _sp_index_init(&dom->unstable, 1024)) {
 		_sp_domain_free(dom);
 		return NULL;
 	}
@@ -47,7 +45,7 @@ void _sp_domain_free(struct sp_domain *dom)
 		return;
 	dom->store.no_punch = true;
 	_sp_store_fini(&dom->store);
-	_sp_index_fini(&dom->stable.ix);
+	_sp_stable_fini(&dom->stable);
 	_sp_index_fini(&dom->unstable);
 	_sp_meta_free(dom, sizeof(*dom));
 }
@@ -132,6 +130,32 @@ static void sharers_change(struct sp_domain *dom, struct sp_spage *s, int delta)
 			dom->pages_sharing--;
 }
 
+/* The client's entry for store page id, growing the array to the store's
+ * size (meta memory: the ids it never maps cost no memory). */
+static struct sp_held *held_entry(struct sp_domain *dom, struct sp_client *c, uint32_t id)
+{
+	if (id >= c->held_cap) {
+		uint32_t cap = dom->store.npg_cap;
+		if (id >= cap)
+			return NULL;
+		struct sp_held *h = _sp_meta_realloc(c->held, (size_t)c->held_cap * sizeof(*h), (size_t)cap * sizeof(*h));
+		if (!h)
+			return NULL;
+		c->held = h;
+		c->held_cap = cap;
+	}
+	if (id >= c->held_end)
+		c->held_end = id + 1;
+	return &c->held[id];
+}
+
+void _sp_domain_client_free(struct sp_client *c)
+{
+	_sp_meta_free(c->held, (size_t)c->held_cap * sizeof(*c->held));
+	c->held = NULL;
+	c->held_cap = c->held_end = 0;
+}
+
 int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_refs_rec *r, uint32_t n,
 		    char *why, size_t whylen)
 {
@@ -141,9 +165,10 @@ int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_
 			snprintf(why, whylen, "reference to store page %u, which does not exist", id);
 			return -EPROTO;
 		}
-		uint64_t v = 0;
-		_sp_index_get(&c->refs, id | REF_TAG, &v);
-		int64_t refs = (int64_t)(v >> 32) + r[i].refs, sharers = (int64_t)(v & 0xffffffffu) + r[i].sharers;
+		struct sp_held *h = held_entry(dom, c, id);
+		if (!h)
+			return -ENOMEM;
+		int64_t refs = (int64_t)h->refs + r[i].refs, sharers = (int64_t)h->sharers + r[i].sharers;
 		if (refs < 0 || sharers < 0 || sharers > refs || refs > (1 << 30)) {
 			snprintf(why, whylen, "store page %u: %lld references, %lld sharers", id, (long long)refs,
 				 (long long)sharers);
@@ -151,10 +176,8 @@ int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_
 		}
 		struct sp_spage *s = &dom->store.pg[id];
 		sharers_change(dom, s, r[i].sharers);
-		if (refs == 0)
-			_sp_index_del(&c->refs, id | REF_TAG, v);
-		else if (_sp_index_put(&c->refs, id | REF_TAG, ((uint64_t)refs << 32) | (uint64_t)sharers))
-			return -ENOMEM;
+		h->refs = (uint32_t)refs;
+		h->sharers = (uint32_t)sharers;
 		if (r[i].refs > 0) {
 			s->refs += (uint32_t)r[i].refs;
 		} else {
@@ -174,16 +197,14 @@ void _sp_domain_forget(struct sp_domain *dom, struct sp_client *c, const struct 
 
 void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c)
 {
-	for (size_t i = 0; i < c->refs.cap; i++) {
-		uint64_t k = c->refs.keys[i];
-		if (k < 2 || !(k & REF_TAG))
+	for (uint32_t id = 0; id < c->held_end; id++) {
+		struct sp_held *h = &c->held[id];
+		if (!h->refs)
 			continue;
-		uint32_t id = (uint32_t)(k & ~REF_TAG);
-		uint64_t v = c->refs.vals[i];
-		struct sp_spage *s = &dom->store.pg[id];
-		sharers_change(dom, s, -(int)(v & 0xffffffffu));
-		for (uint64_t k2 = v >> 32; k2 > 0; k2--)
+		sharers_change(dom, &dom->store.pg[id], -(int)h->sharers);
+		for (uint32_t k = h->refs; k > 0; k--)
 			_sp_stable_put(&dom->stable, id);
+		h->refs = h->sharers = 0;
 	}
 	struct sp_client_stats *g = &dom->gone;
 	g->cow += c->st.cow;
@@ -206,6 +227,6 @@ void _sp_domain_reset_unstable(struct sp_domain *dom)
 
 int64_t _sp_domain_metadata(const struct sp_domain *dom)
 {
-	return (int64_t)(sizeof(*dom) + _sp_index_bytes(&dom->stable.ix) + _sp_index_bytes(&dom->unstable)) +
+	return (int64_t)(sizeof(*dom) + _sp_stable_bytes(&dom->stable) + _sp_index_bytes(&dom->unstable)) +
 	       _sp_store_overhead(&dom->store);
 }

@@ -225,7 +225,7 @@ int sp_engine_set(sp_engine *e, const sp_setting *set, size_t n, unsigned flags,
 
 static int64_t metadata_bytes(const sp_engine *e)
 {
-	return (int64_t)(sizeof(*e) + _sp_ranges_bytes(e) + _sp_index_bytes(&e->stable.ix) +
+	return (int64_t)(sizeof(*e) + _sp_ranges_bytes(e) + _sp_stable_bytes(&e->stable) +
 			 _sp_index_bytes(&e->unstable)) +
 	       _sp_store_overhead(&e->store);
 }
@@ -547,7 +547,7 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	e->cats = _sp_meta_alloc(2 * SP_MAX_JOBS + 512);
 	e->maps = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->maps));
 	if (!e->vec || !e->jobs || !e->addrs || !e->runs || !e->cats || !e->maps ||
-	    _sp_index_init(&e->stable.ix, 1024) || _sp_index_init(&e->unstable, 1024)) {
+	    _sp_stable_init(&e->stable, &e->store) || _sp_index_init(&e->unstable, 1024)) {
 		sp_engine_free(e);
 		return -ENOMEM;
 	}
@@ -621,7 +621,7 @@ int sp_engine_free(sp_engine *e)
 	if (e->max_map_fd >= 0)
 		_sp_prim_close(e->max_map_fd);
 	_sp_store_fini(&e->store);
-	_sp_index_fini(&e->stable.ix);
+	_sp_stable_fini(&e->stable);
 	_sp_index_fini(&e->unstable);
 	_sp_meta_free(e->ranges, e->capranges * sizeof(*e->ranges));
 	_sp_meta_free(e->vec, e->veclen * sizeof(*e->vec));

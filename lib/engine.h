@@ -87,16 +87,22 @@ long _sp_pagemap_scan(struct sp_uffd *u, uintptr_t start, uintptr_t end, uint64_
 #define SP_MAX_NODES 64
 #define SP_NONE UINT32_MAX
 
-struct sp_spage {                   /* one merged content */
+/* One merged content, as everyone who maps the store knows it. A client
+ * of samepaged keeps this for every id of its domain's store, so it is
+ * kept small; what only the store's owner needs is in sp_slink. */
+struct sp_spage {
 	uint64_t hash;
-	uint32_t refs;              /* our mappings that name it (MERGED or COWED pages) */
+	uint32_t refs : 31;         /* our mappings that name it (MERGED or COWED pages) */
+	uint32_t live : 1;          /* published and not yet dropped */
 	uint32_t sharers;           /* of those, pages that really share it (MERGED) */
+};
+
+/* The owner's side of a store page (the engine's own store, or the daemon's). */
+struct sp_slink {
 	uint32_t next_dup;          /* chain of store pages of one content (stable.c) */
 	uint32_t prev_dup;
 	uint32_t fork_gen;          /* fork generation when first mapped */
-	uint8_t node;               /* NUMA node (merge_across_nodes=0) */
-	uint8_t live;               /* published and not yet dropped */
-	uint8_t pad[2];
+	uint32_t node;              /* NUMA node (merge_across_nodes=0) */
 };
 
 struct sp_segment {
@@ -105,14 +111,16 @@ struct sp_segment {
 	int node;                   /* NUMA node its pages are placed on */
 	uint8_t *view;              /* MAP_SHARED: where contents are written and compared */
 	uint32_t used;              /* bump allocator */
-	uint32_t live;              /* pages with mappers */
+	uint32_t live;              /* pages with mappers (attached: pages known) */
+	bool attached;              /* a daemon's segment, seen from a client */
 };
 
 struct sp_store {
 	struct sp_segment *seg;
 	uint32_t nseg, capseg;
 	struct sp_spage *pg;        /* indexed by store page id = seg * SP_SEG_PAGES + off */
-	uint32_t npg_cap;
+	struct sp_slink *link;      /* the same ids; never touched by a client of samepaged */
+	uint32_t npg_cap, nlink_cap;
 	uint32_t *free;             /* ids of punched pages that may be reused */
 	uint32_t nfree, capfree;
 	uint32_t fork_gen;          /* bumped by every fork() of this process */
@@ -164,12 +172,25 @@ uint64_t _sp_hash_page(const void *p);
 int _sp_page_cmp(const void *a, const void *b);
 void _sp_page_copy(void *dst, const void *src);
 
-/* The stable index: content -> store pages, with chains of dups. */
+/* Open-addressing tables (index.c and stable.c): when to rebuild, to what
+ * size, and where a key's probe starts. */
+bool _sp_table_full(size_t cap, size_t count, size_t tombs);
+bool _sp_table_sparse(size_t cap, size_t count);
+size_t _sp_table_resize(size_t cap, size_t count);
+size_t _sp_table_home(uint64_t key, size_t cap);
+
+/* The stable index: content -> store pages, with chains of dups. Its slots
+ * hold only the head's id: the key is the store page's own hash, a quarter
+ * of the memory of an sp_index. */
 struct sp_stable {
-	struct sp_index ix;
+	uint32_t *slot;              /* 0 empty, 1 deleted, else id + 2 */
+	size_t cap, count, tombs;
 	struct sp_store *store;
 	uint64_t chains, dups;
 };
+int _sp_stable_init(struct sp_stable *st, struct sp_store *store);
+void _sp_stable_fini(struct sp_stable *st);
+size_t _sp_stable_bytes(const struct sp_stable *st);
 
 /* ------------------------------------------------------------ range.c */
 

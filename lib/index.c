@@ -97,10 +97,15 @@ void _sp_index_fini(struct sp_index *ix)
 	memset(ix, 0, sizeof(*ix));
 }
 
+size_t _sp_table_home(uint64_t key, size_t cap)
+{
+	/* The hash is already uniform: any of its bits will do. */
+	return (size_t)(key * 0x9E3779B97F4A7C15ull >> 7) & (cap - 1);
+}
+
 static size_t slot(const struct sp_index *ix, uint64_t k)
 {
-	/* The hash is already uniform: use its low bits. */
-	return (size_t)(k * 0x9E3779B97F4A7C15ull >> 7) & (ix->cap - 1);
+	return _sp_table_home(k, ix->cap);
 }
 
 bool _sp_index_get(const struct sp_index *ix, uint64_t key, uint64_t *val)
@@ -117,36 +122,61 @@ bool _sp_index_get(const struct sp_index *ix, uint64_t key, uint64_t *val)
 	return false;
 }
 
-static int grow(struct sp_index *ix)
+/* Sizing, shared with the stable table (stable.c). A table is rebuilt
+ * when live + tombstones reach 3/4. It doubles only if the live entries
+ * alone fill 11/16; else purging the tombstones at the same size leaves at
+ * least 1/16 free, so a purge (one pass over the table) is paid for by
+ * cap/16 insertions. Doubling at 1/4 live, as once, let a churning index
+ * (the unstable one) sit at twice the memory it needs; at 5/8, the unstable
+ * index of two 32 MiB clients (5,000 entries) still doubled. Below 11/32
+ * live a rebuild halves it (then under 11/16), and a delete that leaves
+ * less than 5/16 live rebuilds at once: a table that grew in a burst
+ * (every page of a process before its partners came) gives the memory
+ * back even if it stays quiet. 5/16 is under what a doubling leaves
+ * (11/32), so that no delete right after a doubling halves it again. */
+bool _sp_table_full(size_t cap, size_t count, size_t tombs)
 {
-	struct sp_index bigger;
-	/* Full (live + tombstones at 3/4): double only if the live entries alone
-	 * fill 5/8; else purging the tombstones at the same size leaves at least
-	 * 1/8 free, so a purge is paid for by cap/8 insertions. Doubling at
-	 * 1/4 live, as before, let a churning index (the unstable one) sit at
-	 * twice the memory it needs. */
-	size_t want = ix->count * 8 > ix->cap * 5 ? ix->cap * 2 : ix->cap;
-	int r = _sp_index_init(&bigger, want);
+	return (count + tombs + 1) * 4 > cap * 3;
+}
+
+bool _sp_table_sparse(size_t cap, size_t count)
+{
+	return count * 16 < cap * 5 && cap >= 128;
+}
+
+size_t _sp_table_resize(size_t cap, size_t count)
+{
+	if (count * 16 > cap * 11)
+		return cap * 2;
+	if (count * 32 < cap * 11 && cap >= 128)
+		return cap / 2;
+	return cap;
+}
+
+static int rebuild(struct sp_index *ix)
+{
+	struct sp_index fresh;
+	int r = _sp_index_init(&fresh, _sp_table_resize(ix->cap, ix->count));
 	if (r)
 		return r;
 	for (size_t i = 0; i < ix->cap; i++)
 		if (ix->keys[i] > TOMB) {
-			size_t j = slot(&bigger, ix->keys[i]);
-			while (bigger.keys[j] != EMPTY)
-				j = (j + 1) & (bigger.cap - 1);
-			bigger.keys[j] = ix->keys[i];
-			bigger.vals[j] = ix->vals[i];
-			bigger.count++;
+			size_t j = slot(&fresh, ix->keys[i]);
+			while (fresh.keys[j] != EMPTY)
+				j = (j + 1) & (fresh.cap - 1);
+			fresh.keys[j] = ix->keys[i];
+			fresh.vals[j] = ix->vals[i];
+			fresh.count++;
 		}
 	_sp_index_fini(ix);
-	*ix = bigger;
+	*ix = fresh;
 	return 0;
 }
 
 int _sp_index_put(struct sp_index *ix, uint64_t key, uint64_t val)
 {
-	if ((ix->count + ix->tombs + 1) * 4 > ix->cap * 3) {
-		int r = grow(ix);
+	if (_sp_table_full(ix->cap, ix->count, ix->tombs)) {
+		int r = rebuild(ix);
 		if (r)
 			return r;
 	}
@@ -184,6 +214,8 @@ bool _sp_index_del(struct sp_index *ix, uint64_t key, uint64_t val)
 			ix->keys[i] = TOMB;
 			ix->count--;
 			ix->tombs++;
+			if (_sp_table_sparse(ix->cap, ix->count))
+				rebuild(ix);  /* on failure it simply stays as it is */
 			return true;
 		}
 	}

@@ -198,7 +198,13 @@ void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len)
 	pthread_mutex_lock(&meta_lock);
 	void *q = take(n, -1, PROT_READ | PROT_WRITE);
 	if (q) {
-		memcpy(q, p, o < n ? o : n);
+		/* Growing: move the page tables, so that a sparse array (indexed
+		 * by store page id, say) stays sparse instead of being touched
+		 * whole by a copy. MREMAP_DONTUNMAP leaves the old block mapped:
+		 * no hole in the arena that another thread's mmap could take. */
+		void *out;
+		if (o > n || _sp_prim_mremap(p, o, o, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, q, &out))
+			memcpy(q, p, o < n ? o : n);
 		release((uintptr_t)p, o);
 	}
 	pthread_mutex_unlock(&meta_lock);

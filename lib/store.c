@@ -43,6 +43,7 @@ void _sp_store_fini(struct sp_store *s)
 	}
 	_sp_meta_free(s->seg, s->capseg * sizeof(*s->seg));
 	_sp_meta_free(s->pg, (size_t)s->npg_cap * sizeof(*s->pg));
+	_sp_meta_free(s->link, (size_t)s->nlink_cap * sizeof(*s->link));
 	_sp_meta_free(s->free, s->capfree * sizeof(*s->free));
 	memset(s, 0, sizeof(*s));
 }
@@ -92,7 +93,8 @@ static int new_segment(struct sp_store *s, int node)
 	g->view = view;
 	g->used = 0;
 	g->live = 0;
-	memset(&s->pg[(size_t)s->nseg * SP_SEG_PAGES], 0, SP_SEG_PAGES * sizeof(struct sp_spage));
+	/* s->pg of its ids is still zero: meta memory comes zeroed, segments
+	 * are never taken away, and leaving it untouched keeps it unpaid for. */
 	s->nseg++;
 	return 0;
 }
@@ -125,10 +127,9 @@ int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_
 	struct sp_spage *p = &s->pg[id];
 	memset(p, 0, sizeof(*p));
 	p->hash = hash;
-	p->next_dup = p->prev_dup = SP_NONE;
-	p->fork_gen = s->fork_gen;
-	p->node = node;
 	p->live = 1;
+	s->link[id] = (struct sp_slink){ .next_dup = SP_NONE, .prev_dup = SP_NONE, .fork_gen = s->fork_gen,
+					 .node = node };
 	g->live++;
 	return id;
 }
@@ -140,11 +141,23 @@ static int grow_arrays(struct sp_store *s, uint32_t segs)
 	uint32_t cap = s->capseg ? s->capseg : 8;
 	while (cap < segs)
 		cap *= 2;
-	struct sp_spage *p = _sp_meta_realloc(s->pg, (size_t)s->npg_cap * sizeof(*p), (size_t)cap * SP_SEG_PAGES * sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	s->pg = p;
-	s->npg_cap = cap * SP_SEG_PAGES;
+	/* Each array keeps its own size, so that one growing without the other
+	 * is not a leak; capseg, which bounds the ids, grows only with both. */
+	uint32_t ids = cap * SP_SEG_PAGES;
+	if (s->npg_cap < ids) {
+		struct sp_spage *p = _sp_meta_realloc(s->pg, (size_t)s->npg_cap * sizeof(*p), (size_t)ids * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		s->pg = p;
+		s->npg_cap = ids;
+	}
+	if (s->nlink_cap < ids) {
+		struct sp_slink *l = _sp_meta_realloc(s->link, (size_t)s->nlink_cap * sizeof(*l), (size_t)ids * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		s->link = l;
+		s->nlink_cap = ids;
+	}
 	struct sp_segment *g = _sp_meta_realloc(s->seg, s->capseg * sizeof(*g), cap * sizeof(*g));
 	if (!g)
 		return -ENOMEM;
@@ -175,6 +188,7 @@ int _sp_store_attach(struct sp_store *s, uint32_t seg, int fd)
 	g->fd = fd;
 	g->view = view;
 	g->used = SP_SEG_PAGES;
+	g->attached = true;
 	if (seg >= s->nseg)
 		s->nseg = seg + 1;
 	return 0;
@@ -219,7 +233,7 @@ void _sp_store_put(struct sp_store *s, uint32_t id)
 	struct sp_segment *g = &s->seg[id / SP_SEG_PAGES];
 	g->live--;
 	/* Only if no other process can have inherited a mapping of it. */
-	if (p->fork_gen != s->fork_gen || s->no_punch)
+	if (s->no_punch || s->link[id].fork_gen != s->fork_gen)
 		return;
 	off_t off = (off_t)(id % SP_SEG_PAGES) * (off_t)SP_PAGE;
 	if (_sp_prim_fallocate(g->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, SP_PAGE) != 0)
@@ -240,7 +254,12 @@ int64_t _sp_store_overhead(const struct sp_store *s)
 	/* Bookkeeping actually touched (meta memory is reserved, not committed). */
 	int64_t bytes = (int64_t)s->nfree * 4 + (int64_t)s->nseg * (int64_t)sizeof(struct sp_segment);
 	for (uint32_t i = 0; i < s->nseg; i++) {
-		bytes += (int64_t)s->seg[i].used * (int64_t)sizeof(struct sp_spage);
+		if (s->seg[i].attached) {
+			/* A daemon's segment: pages this client learnt of, no link */
+			bytes += (int64_t)s->seg[i].live * (int64_t)sizeof(struct sp_spage);
+			continue;
+		}
+		bytes += (int64_t)s->seg[i].used * (int64_t)(sizeof(struct sp_spage) + sizeof(struct sp_slink));
 		/* Dead pages that could not be punched still hold memory. */
 		uint32_t dead = s->seg[i].used - s->seg[i].live;
 		bytes += (int64_t)dead * (int64_t)SP_PAGE;

@@ -14,10 +14,7 @@ static uint64_t rng = 0x2545F4914F6CDD1Dull;
 
 static uint64_t next(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	return test_rng(&rng);
 }
 
 /* A valid message of the given type, with n records, into buf. */

@@ -481,3 +481,12 @@ char *read_source_text(const char *rel)
 	*w = 0;
 	return s;
 }
+
+uint64_t test_rng(uint64_t *state)
+{
+	uint64_t x = *state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *state = x;
+}

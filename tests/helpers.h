@@ -47,6 +47,9 @@ int run_samepage(struct cmd_result *res, ...);
 int ksm_lock(void);
 void ksm_unlock(int fd);
 
+/* xorshift64: reproducible pseudo-random numbers (state must not be 0). */
+uint64_t test_rng(uint64_t *state);
+
 bool ksm_present(void);
 bool is_root(void);
 

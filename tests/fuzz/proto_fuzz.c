@@ -24,7 +24,6 @@ static void setup(void)
 		return;
 	dom = _sp_domain_new(1000);
 	dom->store.fork_gen = 1;
-	_sp_index_init(&client.refs, 64);
 	client.dom = dom;
 	client.slot = 3;
 	client.hello = true;
