@@ -116,18 +116,35 @@ uint32_t _sp_domain_publish(struct sp_domain *dom, struct sp_client *c, const st
 	return nn;
 }
 
-static void sharers_change(struct sp_domain *dom, struct sp_spage *s, int delta)
+/* In one step, not one per sharer: a client's record may say 2^30. */
+static void sharers_change(struct sp_domain *dom, struct sp_spage *s, int64_t delta)
 {
-	for (; delta > 0; delta--)
-		if (s->sharers++ == 0)
-			dom->pages_shared++;
-		else
-			dom->pages_sharing++;
-	for (; delta < 0 && s->sharers > 0; delta++)
-		if (--s->sharers == 0)
-			dom->pages_shared--;
-		else
-			dom->pages_sharing--;
+	if (delta > 0) {
+		dom->pages_shared += s->sharers == 0;
+		dom->pages_sharing += (uint64_t)delta - (s->sharers == 0);
+		s->sharers += (uint32_t)delta;
+	} else if (delta < 0 && s->sharers > 0) {
+		uint32_t d = (uint64_t)-delta < s->sharers ? (uint32_t)-delta : s->sharers;
+		bool last = d == s->sharers;
+		dom->pages_shared -= last;
+		dom->pages_sharing -= d - last;
+		s->sharers -= d;
+	}
+}
+
+/* n references less to store page id; it goes (and its memory, if nothing
+ * else can map it) with the last. One step, whatever n. */
+static void put_refs(struct sp_domain *dom, uint32_t id, uint32_t n)
+{
+	struct sp_spage *s = &dom->store.pg[id];
+	if (n == 0 || s->refs == 0)
+		return;
+	if (n < s->refs) {
+		s->refs -= n;
+		return;
+	}
+	s->refs = 1;
+	_sp_stable_put(&dom->stable, id);  /* the last: it dies */
 }
 
 /* The client's entry for store page id, growing the array to the store's
@@ -169,21 +186,22 @@ int _sp_domain_refs(struct sp_domain *dom, struct sp_client *c, const struct sp_
 		if (!h)
 			return -ENOMEM;
 		int64_t refs = (int64_t)h->refs + r[i].refs, sharers = (int64_t)h->sharers + r[i].sharers;
-		if (refs < 0 || sharers < 0 || sharers > refs || refs > (1 << 30)) {
+		struct sp_spage *s = &dom->store.pg[id];
+		if (refs < 0 || sharers < 0 || sharers > refs || refs > (1 << 30) ||
+		    (int64_t)s->refs + r[i].refs > (int64_t)SP_SPAGE_REFS_MAX) {
+			/* (the last: clients of one domain together could otherwise
+			 * wrap the page's count and have it freed under the others) */
 			snprintf(why, whylen, "store page %u: %lld references, %lld sharers", id, (long long)refs,
 				 (long long)sharers);
 			return -EPROTO;
 		}
-		struct sp_spage *s = &dom->store.pg[id];
 		sharers_change(dom, s, r[i].sharers);
 		h->refs = (uint32_t)refs;
 		h->sharers = (uint32_t)sharers;
-		if (r[i].refs > 0) {
+		if (r[i].refs > 0)
 			s->refs += (uint32_t)r[i].refs;
-		} else {
-			for (int32_t k = r[i].refs; k < 0; k++)
-				_sp_stable_put(&dom->stable, id);  /* may free it, if nothing else can map it */
-		}
+		else
+			put_refs(dom, id, (uint32_t)-r[i].refs);  /* may free it, if nothing else can map it */
 	}
 	return 0;
 }
@@ -201,9 +219,8 @@ void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c)
 		struct sp_held *h = &c->held[id];
 		if (!h->refs)
 			continue;
-		sharers_change(dom, &dom->store.pg[id], -(int)h->sharers);
-		for (uint32_t k = h->refs; k > 0; k--)
-			_sp_stable_put(&dom->stable, id);
+		sharers_change(dom, &dom->store.pg[id], -(int64_t)h->sharers);
+		put_refs(dom, id, h->refs);
 		h->refs = h->sharers = 0;
 	}
 	struct sp_client_stats *g = &dom->gone;

@@ -97,6 +97,8 @@ struct sp_spage {
 	uint32_t sharers;           /* of those, pages that really share it (MERGED) */
 };
 
+#define SP_SPAGE_REFS_MAX 0x7fffffffu  /* what sp_spage.refs can hold */
+
 /* The owner's side of a store page (the engine's own store, or the daemon's). */
 struct sp_slink {
 	uint32_t next_dup;          /* chain of store pages of one content (stable.c) */
