@@ -152,14 +152,11 @@ static void put_refs(struct sp_domain *dom, uint32_t id, uint32_t n)
 static struct sp_held *held_entry(struct sp_domain *dom, struct sp_client *c, uint32_t id)
 {
 	if (id >= c->held_cap) {
-		uint32_t cap = dom->store.npg_cap;
-		if (id >= cap)
-			return NULL;
-		struct sp_held *h = _sp_meta_realloc(c->held, (size_t)c->held_cap * sizeof(*h), (size_t)cap * sizeof(*h));
+		struct sp_held *h = id < dom->store.npg_cap ?
+					    _sp_meta_grow(c->held, &c->held_cap, sizeof(*h), dom->store.npg_cap) : NULL;
 		if (!h)
 			return NULL;
 		c->held = h;
-		c->held_cap = cap;
 	}
 	if (id >= c->held_end)
 		c->held_end = id + 1;

@@ -31,6 +31,8 @@ void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len);
 bool _sp_meta_overlaps(uintptr_t start, uintptr_t end);
 void *_sp_meta_map_file(int fd, size_t len, int prot);
 int _sp_meta_move_to(void *p, size_t len, void *dst);
+/* An id-indexed array grown to want entries of elem bytes (*cap updated). */
+void *_sp_meta_grow(void *p, uint32_t *cap, size_t elem, uint32_t want);
 /* Drop the memory of bytes [used, len) of a block (they read zero again). */
 void _sp_meta_trim(void *p, size_t used, size_t len);
 

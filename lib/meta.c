@@ -210,3 +210,16 @@ void *_sp_meta_realloc(void *p, size_t old_len, size_t new_len)
 	pthread_mutex_unlock(&meta_lock);
 	return q;
 }
+
+/* An array indexed by id (store page ids), grown to hold want entries: new
+ * entries are zero, and untouched ones stay unpaid for (see realloc above).
+ * *cap is updated; NULL, with the array as it was, if memory is short. */
+void *_sp_meta_grow(void *p, uint32_t *cap, size_t elem, uint32_t want)
+{
+	if (want <= *cap)
+		return p;
+	void *q = _sp_meta_realloc(p, (size_t)*cap * elem, (size_t)want * elem);
+	if (q)
+		*cap = want;
+	return q;
+}

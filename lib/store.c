@@ -144,20 +144,14 @@ static int grow_arrays(struct sp_store *s, uint32_t segs)
 	/* Each array keeps its own size, so that one growing without the other
 	 * is not a leak; capseg, which bounds the ids, grows only with both. */
 	uint32_t ids = cap * SP_SEG_PAGES;
-	if (s->npg_cap < ids) {
-		struct sp_spage *p = _sp_meta_realloc(s->pg, (size_t)s->npg_cap * sizeof(*p), (size_t)ids * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		s->pg = p;
-		s->npg_cap = ids;
-	}
-	if (s->nlink_cap < ids) {
-		struct sp_slink *l = _sp_meta_realloc(s->link, (size_t)s->nlink_cap * sizeof(*l), (size_t)ids * sizeof(*l));
-		if (!l)
-			return -ENOMEM;
-		s->link = l;
-		s->nlink_cap = ids;
-	}
+	struct sp_spage *p = _sp_meta_grow(s->pg, &s->npg_cap, sizeof(*p), ids);
+	if (!p)
+		return -ENOMEM;
+	s->pg = p;
+	struct sp_slink *l = _sp_meta_grow(s->link, &s->nlink_cap, sizeof(*l), ids);
+	if (!l)
+		return -ENOMEM;
+	s->link = l;
 	struct sp_segment *g = _sp_meta_realloc(s->seg, s->capseg * sizeof(*g), cap * sizeof(*g));
 	if (!g)
 		return -ENOMEM;
