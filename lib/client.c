@@ -183,7 +183,7 @@ static void async_message(sp_engine *e, const struct sp_hdr *h, const uint8_t *p
 		const struct sp_grant *g = (const void *)p;
 		rm->grant_pending = true;
 		rm->grant = g->pages;
-		rm->in_turn = g->sleep_ms != SP_GRANT_ONE_BATCH;
+		rm->in_turn = true;
 		rm->turn_sleep_ms = g->sleep_ms;
 		break;
 	}

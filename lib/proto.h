@@ -129,13 +129,11 @@ struct sp_forget_rec {
  * sleep_ms, and again, until its pass is done (or run stops), then
  * answers one DONE; meanwhile a DONE_PROGRESS at
  * least every second. Two messages per client pass instead of two per
- * batch: at the kernel's pace the round trips cost more than the batches.
- * SP_GRANT_ONE_BATCH: one batch, one DONE. */
+ * batch: at the kernel's pace the round trips cost more than the batches. */
 struct sp_grant {
 	uint32_t pages;
 	uint32_t sleep_ms;
 };
-#define SP_GRANT_ONE_BATCH UINT32_MAX
 
 /* A turn at the pace of these knob values, clamped to the message's range. */
 static inline struct sp_grant _sp_grant_turn(int64_t pages_to_scan, int64_t sleep_millisecs)
