@@ -37,6 +37,7 @@ struct sp_remote {
 	/* from the daemon: pages of ours that may join a store page */
 	struct sp_notify_rec *notes;
 	uint32_t nnotes, notes_hwm;   /* notes queued; most since the last trim */
+	uint32_t notes_allowed;       /* this batch may still merge so many of them */
 	/* this batch's lookups */
 	struct sp_lookup_rec *lk;
 	uint32_t *lk_rid;
@@ -55,11 +56,11 @@ struct sp_remote {
 
 #define QCAP 16384
 
-/* Pages per PUBLISH we send (the protocol allows SP_PROTO_MAX_PUBLISH):
- * the message buffer here and the daemon's buffer for us stay touched up
- * to the largest message, for our whole life. 16 pages keep both at
- * 64 KiB instead of 256; the extra round trips cost far less. */
-#define PUBLISH_BATCH 16
+/* Pages per PUBLISH we send (the protocol allows SP_PROTO_MAX_PUBLISH),
+ * each batch a round trip to the daemon. What a burst touches of the
+ * message buffers beyond TRIM_BYTES goes back at the end of the turn, here
+ * and in the daemon, so large batches cost memory only while publishing. */
+#define PUBLISH_BATCH SP_PROTO_MAX_PUBLISH
 _Static_assert(PUBLISH_BATCH <= SP_PROTO_MAX_PUBLISH, "PUBLISH_BATCH");
 
 /* Queue and buffer memory beyond this, used in a burst, is given back. */
@@ -329,6 +330,22 @@ bool _sp_remote_full(const sp_engine *e)
 	return e->remote->nlk >= SP_MAX_JOBS;
 }
 
+void _sp_remote_notes_budget(sp_engine *e, uint32_t pages)
+{
+	e->remote->notes_allowed = pages;
+}
+
+uint32_t _sp_remote_notes_left(const sp_engine *e)
+{
+	return e->remote->notes_allowed;
+}
+
+bool _sp_remote_notes_pending(const sp_engine *e)
+{
+	const struct sp_remote *rm = e->remote;
+	return rm->nnotes > 0 && rm->fd >= 0 && rm->notes_allowed > 0;
+}
+
 /* A store page of the daemon, known to us now. */
 static bool know_store_page(sp_engine *e, uint32_t id, uint64_t key)
 {
@@ -362,7 +379,7 @@ static void notes_to_jobs(sp_engine *e, size_t *njobs)
 	struct sp_remote *rm = e->remote;
 	uint32_t keep = 0;
 	for (uint32_t k = 0; k < rm->nnotes; k++) {
-		if (*njobs >= SP_MAX_JOBS) {
+		if (*njobs >= SP_MAX_JOBS || rm->notes_allowed == 0) {
 			rm->notes[keep++] = rm->notes[k];
 			continue;
 		}
@@ -376,6 +393,7 @@ static void notes_to_jobs(sp_engine *e, size_t *njobs)
 		    !know_store_page(e, rm->notes[k].id, rm->notes[k].key))
 			continue;
 		add_job(e, njobs, rid, i, rm->notes[k].id);
+		rm->notes_allowed--;  /* a page merged counts as a page scanned */
 	}
 	rm->nnotes = keep;
 	/* A partner's publication can queue thousands of notes at once. */

@@ -253,23 +253,33 @@ static bool send_segments(sp_daemon *d, struct sp_client *c, const struct sp_res
 	return true;
 }
 
-static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_notify_rec *rec)
+/* Tell the partner in slot of its pages that may now join a store page:
+ * the notes of one PUBLISH, all in one message (a message each cost the
+ * daemon a send and the partner a receive per page). */
+static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_note *notes, uint32_t n)
 {
 	struct sp_client *p = slot < SP_MAX_CLIENTS ? d->clients[slot] : NULL;
 	if (!p || p->control)
 		return;
-	struct sp_result_rec r = { SP_LOOKUP_STORE, rec->id };
-	if (!send_segments(d, p, &r, 1))
-		return;
 	struct {
 		struct sp_count c;
-		struct sp_notify_rec r;
-	} m = { { 1, 0 }, *rec };
+		struct sp_notify_rec r[SP_PROTO_MAX_PUBLISH];
+	} m;
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < n && k < SP_PROTO_MAX_PUBLISH; i++) {
+		if (notes[i].slot != slot)
+			continue;
+		struct sp_result_rec r = { SP_LOOKUP_STORE, notes[i].rec.id };
+		if (!send_segments(d, p, &r, 1))
+			return;
+		m.r[k++] = notes[i].rec;
+	}
+	m.c = (struct sp_count){ k, 0 };
 	/* A notice is a hint the partner's scanner would find itself later.
 	 * A partner busy merging may not read for a while: when its socket
 	 * is full the hint is dropped, not the partner. The message is far
 	 * smaller than a socket buffer unit, so it is sent whole or not at all. */
-	int err = _sp_proto_send(p->fd, SP_MSG_NOTIFY, 0, &m, sizeof(m), -1);
+	int err = _sp_proto_send(p->fd, SP_MSG_NOTIFY, 0, &m, _sp_proto_counted_size(SP_MSG_NOTIFY, k), -1);
 	if (err == -EAGAIN)
 		d->hints_dropped++;
 	else if (err)
@@ -552,8 +562,13 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 		if (send_segments(d, c, res, n))
 			send_to(d, c, SP_MSG_PUBLISH_REPLY, d->scratch, _sp_proto_counted_size(SP_MSG_PUBLISH_REPLY, n), -1);
 		/* The waiting partners, after the reply (notifying may drop one). */
-		for (uint32_t i = 0; i < nn; i++)
-			notify_partner(d, notes[i].slot, &notes[i].rec);
+		for (uint32_t i = 0; i < nn; i++) {
+			bool first = true;  /* of its slot: each partner once */
+			for (uint32_t j = 0; j < i && first; j++)
+				first = notes[j].slot != notes[i].slot;
+			if (first)
+				notify_partner(d, notes[i].slot, notes + i, nn - i);
+		}
 		return;
 	}
 	case SP_MSG_REFS:

@@ -159,6 +159,16 @@ ssize_t _sp_prim_pread(int fd, void *buf, size_t len, off_t off)
 	return r < 0 ? -errno : r;
 }
 
+ssize_t _sp_prim_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	FAULT("pwrite");
+	ssize_t r;
+	do
+		r = pwrite(fd, buf, len, off);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
 ssize_t _sp_prim_write(int fd, const void *buf, size_t len)
 {
 	FAULT("write");

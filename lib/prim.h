@@ -22,6 +22,7 @@ int _sp_prim_close(int fd);
 ssize_t _sp_prim_read(int fd, void *buf, size_t len);
 ssize_t _sp_prim_pread(int fd, void *buf, size_t len, off_t off);
 ssize_t _sp_prim_write(int fd, const void *buf, size_t len);
+ssize_t _sp_prim_pwrite(int fd, const void *buf, size_t len, off_t off);
 int _sp_prim_access(const char *path, int mode);
 int _sp_prim_prctl(int op, unsigned long a2, unsigned long a3,
 		   unsigned long a4, unsigned long a5);

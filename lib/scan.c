@@ -153,7 +153,8 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 	}
 }
 
-static void flush_jobs(sp_engine *e, size_t *njobs)
+/* One round: at most SP_MAX_JOBS merges. */
+static void flush_round(sp_engine *e, size_t *njobs)
 {
 	if (e->remote)
 		*njobs = _sp_remote_resolve(e, *njobs);
@@ -189,6 +190,19 @@ static void flush_jobs(sp_engine *e, size_t *njobs)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (e->remote)
 		_sp_remote_flush(e);  /* thawed: now the daemon may hear of it */
+}
+
+/* Across processes, a partner's publication can bring thousands of notes
+ * (pages of ours that may now join a store page) at once. As many as the
+ * batch's budget allows are taken now, a round of jobs at a time: left to
+ * one round per flush, the pages of a quiet pass (which queue no jobs of
+ * their own) joined a few hundred per pass, and every extra pass walks
+ * all of our memory. */
+static void flush_jobs(sp_engine *e, size_t *njobs)
+{
+	do
+		flush_round(e, njobs);
+	while (e->remote && _sp_remote_notes_pending(e));
 }
 
 /* The application changed this memory behind our back (raw munmap, mremap
@@ -621,11 +635,22 @@ static void block_visited(sp_engine *e, struct sp_range *r, size_t blk)
 	}
 }
 
+/* Pages of the budget the daemon's notes used up in this batch: each
+ * merge of one counts as a page scanned, so the pace stays pages_to_scan. */
+static size_t notes_used(sp_engine *e, size_t budget)
+{
+	return e->remote ? budget - _sp_remote_notes_left(e) : 0;
+}
+
 int _sp_scan_batch(sp_engine *e, size_t budget)
 {
 	size_t visited = 0, walked = 0, njobs = 0, wraps = 0;
 	size_t walk_limit = budget * 64 + SPAN_PAGES;
-	while (visited < budget && walked < walk_limit) {
+	if (budget > UINT32_MAX)
+		budget = UINT32_MAX;
+	if (e->remote)
+		_sp_remote_notes_budget(e, (uint32_t)budget);
+	while (visited + notes_used(e, budget) < budget && walked < walk_limit) {
 		struct sp_range *r = e->cur_range < e->nranges ? e->ranges[e->cur_range] : NULL;
 		if (!r || e->cur_page >= r->npages) {
 			if (next_range(e))
@@ -671,8 +696,8 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 		size_t n = blk_end - first;
 		if (n > SPAN_PAGES)
 			n = SPAN_PAGES;
-		if (n > budget - visited)
-			n = budget - visited;
+		if (n > budget - visited - notes_used(e, budget))
+			n = budget - visited - notes_used(e, budget);
 		e->cur_page += n;
 		visited += visit_span(e, e->cur_range, first, n, &njobs);
 		walked += n;
@@ -684,6 +709,9 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 			e->blk_whole = false;
 	}
 	flush_jobs(e, &njobs);
+	visited += notes_used(e, budget);
+	if (e->remote)
+		_sp_remote_notes_budget(e, 0);
 	e->pages_scanned += visited;
 	return (int)visited;
 }

@@ -101,16 +101,17 @@ static int new_segment(struct sp_store *s, int node)
 
 int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_t node)
 {
-	uint32_t id = SP_NONE;
+	uint32_t id = SP_NONE, slot = 0;
 	if (node >= SP_MAX_NODES)
 		node = 0;
 	/* A punched page of the same node's segments, if one is at hand. */
 	for (uint32_t k = s->nfree, n = 0; k-- > 0 && n < 64; n++)
 		if (s->seg[s->free[k] / SP_SEG_PAGES].node == node) {
 			id = s->free[k];
-			s->free[k] = s->free[--s->nfree];
+			slot = k;
 			break;
 		}
+	bool punched = id != SP_NONE;
 	if (id == SP_NONE) {
 		int c = s->cur[node];
 		if (c < 0 || s->seg[c].used == SP_SEG_PAGES) {
@@ -119,11 +120,20 @@ int64_t _sp_store_add(struct sp_store *s, const void *src, uint64_t hash, uint8_
 				return r;
 			c = s->cur[node] = (int)s->nseg - 1;
 		}
-		struct sp_segment *g = &s->seg[c];
-		id = (uint32_t)c * SP_SEG_PAGES + g->used++;
+		id = (uint32_t)c * SP_SEG_PAGES + s->seg[c].used;
 	}
 	struct sp_segment *g = &s->seg[id / SP_SEG_PAGES];
-	_sp_page_copy(g->view + (size_t)(id % SP_SEG_PAGES) * SP_PAGE, src);
+	/* Written into the file, not through our view: the page is not
+	 * cleared first and no fault maps it here (samepaged never reads
+	 * it back), and a lack of memory is an error, not a SIGBUS. */
+	off_t off = (off_t)(id % SP_SEG_PAGES) * (off_t)SP_PAGE;
+	ssize_t w = _sp_prim_pwrite(g->fd, src, SP_PAGE, off);
+	if (w != (ssize_t)SP_PAGE)
+		return w < 0 && w != -ENOSPC ? w : -ENOMEM;
+	if (punched)
+		s->free[slot] = s->free[--s->nfree];
+	else
+		g->used++;
 	struct sp_spage *p = &s->pg[id];
 	memset(p, 0, sizeof(*p));
 	p->hash = hash;

@@ -665,6 +665,41 @@ static void test_full_scan_covers_every_page_once(void **state)
 	cleanup_dir();
 }
 
+/* A partner's publication reaches the other client as notes, thousands at
+ * once; they are merged in the client's next turn, as far as its budget
+ * goes, not a few hundred per pass (each pass walks all of its memory).
+ * Two clients with 6,000 contents each: about three passes at a budget
+ * above their size, where a few hundred per pass took more than twenty. */
+static void test_partner_pages_merge_in_one_pass(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	sp_ctl *ctl;
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	sp_setting stop[] = { { "run", "0" } }, go[] = { { "run", "1" } };
+	sp_diag diag;
+	assert_int_equal(sp_ctl_set(ctl, stop, 1, 0, &diag), 0);
+	/* a turn is one batch; 50 ms between turns: a pass lasts at least
+	 * 100 ms, so polling every 20 ms counts at most one pass too many */
+	set_pace("20000", "50");
+	enum { PAGES = 6000 };
+	struct client a = client_start(PAGES, PAGES, -1, false), b = client_start(PAGES, PAGES, -1, false);
+	int64_t s0 = domain_sample().value[SP_FULL_SCANS];
+	assert_int_equal(sp_ctl_set(ctl, go, 1, 0, &diag), 0);
+	assert_true(wait_sharing(PAGES, 60000));
+	int64_t scans = domain_sample().value[SP_FULL_SCANS] - s0;
+	print_message("%d pages in each of two clients merged in %lld full scans\n", PAGES, (long long)scans);
+	assert_true(scans <= 6);
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&b).bad, 0);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	sp_ctl_close(ctl);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -899,6 +934,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_hostile_clients),
 		cmocka_unit_test(test_turn_keeps_the_pace),
 		cmocka_unit_test(test_full_scan_covers_every_page_once),
+		cmocka_unit_test(test_partner_pages_merge_in_one_pass),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),

@@ -95,6 +95,12 @@ static void test_store_failures(void **state)
 	faults(NULL);
 	assert_int_equal(sharing(e), 0);
 	check(p, 64);
+	/* a segment, but no memory for its pages (shmem's ENOSPC) */
+	faults("pwrite:ENOSPC:1+");
+	assert_int_equal(sp_engine_wait_scans(e, 3, 20000), 0);
+	faults(NULL);
+	assert_int_equal(sharing(e), 0);
+	check(p, 64);
 	assert_int_equal(sp_engine_wait_scans(e, 3, 20000), 0);
 	assert_int_equal(sharing(e), 61);
 	assert_int_equal(sp_engine_free(e), 0);
