@@ -38,6 +38,7 @@ struct sp_remote {
 	struct sp_notify_rec *notes;
 	uint32_t nnotes, notes_hwm;   /* notes queued; most since the last trim */
 	uint32_t notes_allowed;       /* this batch may still merge so many of them */
+	bool leased;                  /* STORE answers since our last SETTLE */
 	/* this batch's lookups */
 	struct sp_lookup_rec *lk;
 	uint32_t *lk_rid;
@@ -101,7 +102,7 @@ static void disconnect(sp_engine *e, const char *why)
 			fprintf(stderr, "samepage: lost samepaged: %s\n", why);
 	}
 	rm->nrefs = rm->nforget = rm->nnotes = rm->nlk = 0;
-	rm->grant_pending = rm->in_turn = false;
+	rm->grant_pending = rm->in_turn = rm->leased = false;
 	rm->retry_ns = _sp_now_ns() + 200000000LL;
 }
 
@@ -135,6 +136,15 @@ void _sp_remote_flush(sp_engine *e)
 		send_counted(e, SP_MSG_FORGET, rm->forget + at, k, sizeof(struct sp_forget_rec));
 	}
 	rm->nforget = 0;
+	/* The pages we were answered are mapped (their REFS are sent above) or
+	 * will not be: the daemon may let them go now (domain.c, lease()). */
+	if (rm->leased && rm->fd >= 0) {
+		struct sp_count z = { 0, 0 };
+		int r = _sp_proto_send(rm->fd, SP_MSG_SETTLE, 0, &z, sizeof(z), -1);
+		if (r)
+			disconnect(e, strerror(-r));
+		rm->leased = false;
+	}
 }
 
 /* ------------------------------------------------------------- receiving */
@@ -373,13 +383,15 @@ static void add_job(sp_engine *e, size_t *njobs, uint32_t rid, size_t page, uint
 	j->store = id;
 }
 
-/* Our pages the daemon says now have a store page (their partner published). */
-static void notes_to_jobs(sp_engine *e, size_t *njobs)
+/* Our pages the daemon says now have a store page (their partner
+ * published): looked up now, so that the answer comes with a lease
+ * (domain.c); a note is only a hint, its page may have gone since. */
+static void notes_to_lookups(sp_engine *e)
 {
 	struct sp_remote *rm = e->remote;
 	uint32_t keep = 0;
 	for (uint32_t k = 0; k < rm->nnotes; k++) {
-		if (*njobs >= SP_MAX_JOBS || rm->notes_allowed == 0) {
+		if (rm->nlk >= SP_MAX_JOBS || rm->notes_allowed == 0) {
 			rm->notes[keep++] = rm->notes[k];
 			continue;
 		}
@@ -389,10 +401,9 @@ static void notes_to_jobs(sp_engine *e, size_t *njobs)
 			continue;
 		size_t i = (rm->notes[k].addr - r->start) / SP_PAGE;
 		struct sp_page *pg = &r->pg[i];
-		if (pg->state != SP_PG_UNSHARED || _sp_key(e, pg) != rm->notes[k].key ||
-		    !know_store_page(e, rm->notes[k].id, rm->notes[k].key))
+		if (pg->state != SP_PG_UNSHARED || _sp_key(e, pg) != rm->notes[k].key)
 			continue;
-		add_job(e, njobs, rid, i, rm->notes[k].id);
+		_sp_remote_queue(e, rid, i, rm->notes[k].key, pg->node);
 		rm->notes_allowed--;  /* a page merged counts as a page scanned */
 	}
 	rm->nnotes = keep;
@@ -409,7 +420,7 @@ static void notes_to_jobs(sp_engine *e, size_t *njobs)
 size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 {
 	struct sp_remote *rm = e->remote;
-	notes_to_jobs(e, &njobs);
+	notes_to_lookups(e);
 	uint32_t n = rm->nlk;
 	rm->nlk = 0;
 	if (n == 0 || rm->fd < 0)
@@ -431,6 +442,7 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 		if (!r || rm->lk_page[k] >= r->npages)
 			continue;
 		struct sp_page *pg = &r->pg[rm->lk_page[k]];
+		rm->leased |= res[k].kind == SP_LOOKUP_STORE;
 		if (res[k].kind == SP_LOOKUP_STORE && know_store_page(e, res[k].id, rm->lk[k].key))
 			add_job(e, &njobs, rm->lk_rid[k], rm->lk_page[k], res[k].id);
 		else if (res[k].kind == SP_LOOKUP_PUBLISH)
@@ -465,6 +477,7 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 		const struct sp_result_rec *rr = (const void *)(rm->msg + sizeof(*rc));
 		for (uint32_t x = 0; x < m && x < rc->n; x++) {
 			uint32_t k = pub[at + x];
+			rm->leased |= rr[x].kind == SP_LOOKUP_STORE;
 			if (rr[x].kind == SP_LOOKUP_STORE && know_store_page(e, rr[x].id, rm->lk[k].key))
 				add_job(e, &njobs, rm->lk_rid[k], rm->lk_page[k], rr[x].id);
 		}

@@ -584,6 +584,9 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 	case SP_MSG_FORKED:
 		_sp_domain_forked(c->dom);
 		return;
+	case SP_MSG_SETTLE:
+		_sp_domain_settle(c->dom, c);
+		return;
 	case SP_MSG_STATS_REQ: {
 		struct sp_stats st;
 		domain_sample(d, c->dom, &st);

@@ -34,6 +34,8 @@ struct sp_client {
 	struct sp_held *held;        /* by store page id: what this client maps */
 	uint32_t held_cap;           /* ids the array has room for */
 	uint32_t held_end;           /* ids at and above this are all zero */
+	uint32_t *leases;            /* store pages answered (STORE) since its last SETTLE */
+	uint32_t nleases, leases_cap;
 	uint64_t unstable;           /* entries this client put in the unstable index */
 	uint8_t *have_seg;           /* segments whose fd it has been sent */
 	uint32_t have_seg_cap;
@@ -81,6 +83,8 @@ void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c);
 void _sp_domain_client_free(struct sp_client *c);
 /* A client forked: pages mapped so far may be mapped by processes we do not know. */
 void _sp_domain_forked(struct sp_domain *dom);
+/* SETTLE: the client's leases on the pages it was answered end. */
+void _sp_domain_settle(struct sp_domain *dom, struct sp_client *c);
 /* run=2: forget the unstable index (clients unmerge and release their pages). */
 void _sp_domain_reset_unstable(struct sp_domain *dom);
 int64_t _sp_domain_metadata(const struct sp_domain *dom);

@@ -25,6 +25,60 @@ static uint64_t pack_unstable(uint32_t slot, uint64_t addr)
 	return ((uint64_t)slot << 48) | (addr >> 12);
 }
 
+/* n references less to store page id; it goes (and its memory, if nothing
+ * else can map it) with the last. One step, whatever n. */
+static void put_refs(struct sp_domain *dom, uint32_t id, uint32_t n)
+{
+	struct sp_spage *s = &dom->store.pg[id];
+	if (n == 0 || s->refs == 0)
+		return;
+	if (n < s->refs) {
+		s->refs -= n;
+		return;
+	}
+	s->refs = 1;
+	_sp_stable_put(&dom->stable, id);  /* the last: it dies */
+}
+
+/* Answers a client may hold unsettled: a round of its jobs and the
+ * publications in it take a few hundred. */
+#define LEASES_PER_CLIENT 4096
+
+/* A STORE answer leases the page to the client: one reference more until
+ * the client's SETTLE. The client compares its page with the store page,
+ * maps it, and only then sends REFS; without the lease, the page's last
+ * holder could release it in between (an exit, a copy on write) and the
+ * page be punched under the new mapping, which would read zeros. REFS come
+ * before the SETTLE on the client's socket, so the page never reaches zero
+ * references while mapped. False (answer FAIL: try later) when the client
+ * holds too many. */
+static bool lease(struct sp_domain *dom, struct sp_client *c, uint32_t id)
+{
+	struct sp_spage *s = &dom->store.pg[id];
+	if (s->refs >= SP_SPAGE_REFS_MAX)
+		return false;
+	if (c->nleases == c->leases_cap) {
+		if (c->leases_cap >= LEASES_PER_CLIENT)
+			return false;
+		uint32_t cap = c->leases_cap ? c->leases_cap * 2 : 256;
+		uint32_t *l = _sp_meta_realloc(c->leases, c->leases_cap * sizeof(*l), cap * sizeof(*l));
+		if (!l)
+			return false;
+		c->leases = l;
+		c->leases_cap = cap;
+	}
+	c->leases[c->nleases++] = id;
+	s->refs++;
+	return true;
+}
+
+void _sp_domain_settle(struct sp_domain *dom, struct sp_client *c)
+{
+	for (uint32_t i = 0; i < c->nleases; i++)
+		put_refs(dom, c->leases[i], 1);
+	c->nleases = 0;
+}
+
 struct sp_domain *_sp_domain_new(uint32_t key)
 {
 	struct sp_domain *dom = _sp_meta_alloc(sizeof(*dom));
@@ -58,8 +112,12 @@ void _sp_domain_lookup(struct sp_domain *dom, struct sp_client *c, const struct 
 		out[i].id = 0;
 		uint32_t id = _sp_stable_find(&dom->stable, r[i].key, max_sharing);
 		if (id != SP_NONE) {
-			out[i].kind = SP_LOOKUP_STORE;
-			out[i].id = id;
+			if (lease(dom, c, id)) {
+				out[i].kind = SP_LOOKUP_STORE;
+				out[i].id = id;
+			} else {
+				out[i].kind = SP_LOOKUP_FAIL;
+			}
 			continue;
 		}
 		uint64_t v, mine = pack_unstable(c->slot, r[i].addr);
@@ -89,6 +147,8 @@ uint32_t _sp_domain_publish(struct sp_domain *dom, struct sp_client *c, const st
 			h ^= (uint64_t)(r[i].node + 1) * 0x9E3779B97F4A7C15ull;
 		if (h != r[i].key)
 			continue;
+		if (c->nleases >= LEASES_PER_CLIENT)
+			continue;
 		uint32_t id = _sp_stable_find(&dom->stable, r[i].key, max_sharing);
 		if (id == SP_NONE) {
 			if (now < dom->publish_backoff_ns)
@@ -101,6 +161,14 @@ uint32_t _sp_domain_publish(struct sp_domain *dom, struct sp_client *c, const st
 			}
 			id = (uint32_t)nid;
 			_sp_stable_insert(&dom->stable, r[i].key, id);
+		}
+		if (!lease(dom, c, id)) {
+			/* (memory for the list) a new page nobody will map goes */
+			if (dom->store.pg[id].refs == 0) {
+				dom->store.pg[id].refs = 1;
+				put_refs(dom, id, 1);
+			}
+			continue;
 		}
 		out[i].kind = SP_LOOKUP_STORE;
 		out[i].id = id;
@@ -132,21 +200,6 @@ static void sharers_change(struct sp_domain *dom, struct sp_spage *s, int64_t de
 	}
 }
 
-/* n references less to store page id; it goes (and its memory, if nothing
- * else can map it) with the last. One step, whatever n. */
-static void put_refs(struct sp_domain *dom, uint32_t id, uint32_t n)
-{
-	struct sp_spage *s = &dom->store.pg[id];
-	if (n == 0 || s->refs == 0)
-		return;
-	if (n < s->refs) {
-		s->refs -= n;
-		return;
-	}
-	s->refs = 1;
-	_sp_stable_put(&dom->stable, id);  /* the last: it dies */
-}
-
 /* The client's entry for store page id, growing the array to the store's
  * size (meta memory: the ids it never maps cost no memory). */
 static struct sp_held *held_entry(struct sp_domain *dom, struct sp_client *c, uint32_t id)
@@ -166,6 +219,9 @@ static struct sp_held *held_entry(struct sp_domain *dom, struct sp_client *c, ui
 void _sp_domain_client_free(struct sp_client *c)
 {
 	_sp_meta_free(c->held, (size_t)c->held_cap * sizeof(*c->held));
+	_sp_meta_free(c->leases, (size_t)c->leases_cap * sizeof(*c->leases));
+	c->leases = NULL;
+	c->leases_cap = c->nleases = 0;
 	c->held = NULL;
 	c->held_cap = c->held_end = 0;
 }
@@ -212,6 +268,7 @@ void _sp_domain_forget(struct sp_domain *dom, struct sp_client *c, const struct 
 
 void _sp_domain_client_gone(struct sp_domain *dom, struct sp_client *c)
 {
+	_sp_domain_settle(dom, c);
 	for (uint32_t id = 0; id < c->held_end; id++) {
 		struct sp_held *h = &c->held[id];
 		if (!h->refs)

@@ -32,6 +32,7 @@ static size_t fixed_size(uint16_t t)
 		return sizeof(struct sp_knobs);
 	case SP_MSG_UNMERGE_ALL:
 	case SP_MSG_FORKED:
+	case SP_MSG_SETTLE:
 	case SP_MSG_STATS_REQ:
 	case SP_MSG_LIST_REQ:
 		return sizeof(struct sp_count);  /* an empty count, for uniform framing */
@@ -96,6 +97,7 @@ static bool sent_by_client(uint16_t t)
 	case SP_MSG_FORGET:
 	case SP_MSG_DONE:
 	case SP_MSG_FORKED:
+	case SP_MSG_SETTLE:
 	case SP_MSG_STATS_REQ:
 	case SP_MSG_SET:
 	case SP_MSG_LIST_REQ:

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define SP_PROTO_MAGIC 0x31475053u   /* "SPG1" */
-#define SP_PROTO_VERSION 3
+#define SP_PROTO_VERSION 4
 #define SP_PROTO_MAX_PAYLOAD (1u << 20)
 #define SP_PROTO_MAX_LOOKUP 1024     /* records per LOOKUP / NOTIFY / REFS / FORGET */
 #define SP_PROTO_MAX_PUBLISH 64      /* pages per PUBLISH (256 KiB) */
@@ -47,6 +47,8 @@ enum sp_msg_type {
 	SP_MSG_LIST_REQ,        /* c->d  control: the domain's clients */
 	SP_MSG_LIST,            /* d->c  */
 	SP_MSG_ERROR,           /* d->c  why you are being disconnected */
+	SP_MSG_SETTLE,          /* c->d  the STORE answers so far are settled: the
+				   REFS of what I mapped with them came first */
 	SP_MSG_TYPE_END
 };
 

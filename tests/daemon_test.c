@@ -700,6 +700,59 @@ static void test_partner_pages_merge_in_one_pass(void **state)
 	cleanup_dir();
 }
 
+static int store_mappings(pid_t pid)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "r");
+	int n = 0;
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, "samepage-store") != NULL;
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* The only holder of store pages dies while its partner is merging with
+ * them: the partner learnt the pages' ids, compared its pages and mapped
+ * them, and its references are on their way to the daemon. The pages must
+ * not be freed (punched) under it: it would read zeros. The publisher (the
+ * client whose turn came second) is killed once the other is half way. */
+static void test_sole_holder_dies_while_partner_merges(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	set_pace("200", "10");  /* the partner merges 200 pages a batch */
+	enum { PAGES = 8192 };
+	for (int round = 0; round < 3; round++) {
+		struct client c[2] = { client_start(PAGES, PAGES, -1, false), client_start(PAGES, PAGES, -1, false) };
+		int victim = -1;
+		for (int t = 0; t < san_ms(30000) && victim < 0; t += 2) {
+			int64_t sharing = domain_sample().value[SP_PAGES_SHARING];
+			if (sharing > 0 && sharing < PAGES / 2) {
+				int m0 = store_mappings(c[0].pid), m1 = store_mappings(c[1].pid);
+				victim = m0 > m1 ? 0 : 1;
+			}
+			msleep(2);
+		}
+		assert_true(victim >= 0);
+		kill(c[victim].pid, SIGKILL);
+		int st;
+		waitpid(c[victim].pid, &st, 0);
+		close(c[victim].cmd);
+		close(c[victim].reply);
+		struct client *z = &c[1 - victim];
+		msleep(300);
+		struct answer a = client_verify(z);
+		print_message("round %d: the partner has %d wrong pages after the publisher was killed\n", round, a.bad);
+		assert_int_equal(a.bad, 0);
+		assert_int_equal(client_stop(z), 0);
+	}
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -935,6 +988,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_turn_keeps_the_pace),
 		cmocka_unit_test(test_full_scan_covers_every_page_once),
 		cmocka_unit_test(test_partner_pages_merge_in_one_pass),
+		cmocka_unit_test(test_sole_holder_dies_while_partner_merges),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),

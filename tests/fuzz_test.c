@@ -52,7 +52,7 @@ static void test_valid_then_mutated(void **state)
 {
 	(void)state;
 	static const uint16_t types[] = { SP_MSG_HELLO, SP_MSG_LOOKUP, SP_MSG_PUBLISH, SP_MSG_REFS,
-					  SP_MSG_FORGET, SP_MSG_DONE, SP_MSG_FORKED, SP_MSG_STATS_REQ,
+					  SP_MSG_FORGET, SP_MSG_DONE, SP_MSG_FORKED, SP_MSG_SETTLE, SP_MSG_STATS_REQ,
 					  SP_MSG_SET, SP_MSG_LIST_REQ };
 	size_t cap = sizeof(struct sp_hdr) + SP_PROTO_MAX_PAYLOAD + 64;
 	uint8_t *buf = malloc(cap);
