@@ -149,6 +149,21 @@ void _sp_remote_flush(sp_engine *e)
 
 /* ------------------------------------------------------------- receiving */
 
+/* Hints for us were lost: every page waiting for a partner is looked up
+ * again at its next visit (it may have one in the store by now). */
+static void relook(sp_engine *e)
+{
+	for (uint32_t id = 0; id < e->nranges; id++) {
+		struct sp_range *r = e->ranges[id];
+		for (size_t i = 0; r && i < r->npages; i++)
+			if (r->pg[i].state == SP_PG_UNSHARED) {
+				_sp_page_set_state(e, &r->pg[i], SP_PG_WRITTEN);
+				if (i / SP_REST_PAGES < SP_REST_BLOCKS(r->npages))
+					r->rest[i / SP_REST_PAGES] = 0;  /* no resting block skips it */
+			}
+	}
+}
+
 static void apply_knobs(sp_engine *e, const int64_t *k)
 {
 	for (int p = 0; p < SP_PARAM_COUNT && p < SP_PROTO_KNOBS; p++)
@@ -196,6 +211,8 @@ static void async_message(sp_engine *e, const struct sp_hdr *h, const uint8_t *p
 		rm->grant = g->pages;
 		rm->in_turn = true;
 		rm->turn_sleep_ms = g->sleep_ms;
+		if (g->flags & SP_GRANT_RELOOK)
+			relook(e);
 		break;
 	}
 	case SP_MSG_ERROR:

@@ -164,15 +164,33 @@ static void violation(sp_daemon *d, struct sp_client *c, int err, const char *wh
 	drop_client(d, c, why);
 }
 
-/* Non-blocking send: a client that does not read its replies is dropped. */
+/* A reply: the client is waiting for it and reads, so a full socket gets
+ * a second to drain; a client that still does not read is dropped. */
+#define REPLY_WAIT_MS 1000
+
 static bool send_to(sp_daemon *d, struct sp_client *c, uint16_t type, const void *p, size_t len, int fd)
 {
-	int r = _sp_proto_send(c->fd, type, 0, p, len, fd);
+	int r = _sp_proto_send_wait(c->fd, type, 0, p, len, fd, REPLY_WAIT_MS);
 	if (r) {
 		drop_client(d, c, r == -EAGAIN || r == -EPIPE ? "not reading its messages" : strerror(-r));
 		return false;
 	}
 	return true;
+}
+
+/* A message the client did not ask for (GRANT, KNOBS, UNMERGE_ALL). A
+ * process that is paused (SIGSTOP, a frozen cgroup) reads nothing, and
+ * hints can fill its socket meanwhile: that is no reason to drop it, which
+ * would release its references and free store pages it still maps. -EAGAIN:
+ * not sent now, try again later; false otherwise only if it was dropped. */
+static int send_unasked(sp_daemon *d, struct sp_client *c, uint16_t type, const void *p, size_t len, int fd)
+{
+	int r = _sp_proto_send_wait(c->fd, type, 0, p, len, fd, 0);
+	if (r == -EAGAIN)
+		return r;
+	if (r)
+		drop_client(d, c, r == -EPIPE ? "not reading its messages" : strerror(-r));
+	return r;
 }
 
 static void accept_client(sp_daemon *d)
@@ -212,18 +230,45 @@ static void accept_client(sp_daemon *d)
 	d->clients[slot] = c;
 }
 
-static void push_knobs(sp_daemon *d)
+/* What the client has not been sent yet because its socket was full:
+ * sent before its next grant, in order (0: all sent; -EAGAIN: still full;
+ * another error: the client was dropped). */
+static int send_pending(sp_daemon *d, struct sp_client *c)
 {
-	struct sp_knobs k = { { 0 } };
-	for (int p = 0; p < SP_PARAM_COUNT && p < SP_PROTO_KNOBS; p++)
-		k.knob[p] = d->knob[p];
-	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++)
-		if (d->clients[i] && d->clients[i]->hello && !d->clients[i]->control)
-			send_to(d, d->clients[i], SP_MSG_KNOBS, &k, sizeof(k), -1);
+	if (c->pending & PENDING_UNMERGE) {
+		struct sp_count z = { 0, 0 };
+		int r = send_unasked(d, c, SP_MSG_UNMERGE_ALL, &z, sizeof(z), -1);
+		if (r)
+			return r;
+		c->pending &= ~PENDING_UNMERGE;
+	}
+	if (c->pending & PENDING_KNOBS) {
+		struct sp_knobs k = { { 0 } };
+		for (int p = 0; p < SP_PARAM_COUNT && p < SP_PROTO_KNOBS; p++)
+			k.knob[p] = d->knob[p];
+		int r = send_unasked(d, c, SP_MSG_KNOBS, &k, sizeof(k), -1);
+		if (r)
+			return r;
+		c->pending &= ~PENDING_KNOBS;
+	}
+	return 0;
 }
 
-/* Send the fd of store segments this client has not seen yet. */
-static bool send_segments(sp_daemon *d, struct sp_client *c, const struct sp_result_rec *res, uint32_t n)
+static void push_knobs(sp_daemon *d)
+{
+	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++) {
+		struct sp_client *c = d->clients[i];
+		if (c && c->hello && !c->control) {
+			c->pending |= PENDING_KNOBS;
+			send_pending(d, c);
+		}
+	}
+}
+
+/* Send the fd of store segments this client has not seen yet. unasked: for
+ * a hint (NOTIFY), not a reply: false when its socket is full, and it stays. */
+static bool send_segments(sp_daemon *d, struct sp_client *c, const struct sp_result_rec *res, uint32_t n,
+			  bool unasked)
 {
 	for (uint32_t i = 0; i < n; i++) {
 		if (res[i].kind != SP_LOOKUP_STORE)
@@ -246,7 +291,8 @@ static bool send_segments(sp_daemon *d, struct sp_client *c, const struct sp_res
 			drop_client(d, c, "cannot share a store segment");
 			return false;
 		}
-		if (!send_to(d, c, SP_MSG_SEGMENT, &m, sizeof(m), rofd))
+		if (unasked ? send_unasked(d, c, SP_MSG_SEGMENT, &m, sizeof(m), rofd) != 0
+			    : !send_to(d, c, SP_MSG_SEGMENT, &m, sizeof(m), rofd))
 			return false;
 		c->have_seg[seg] = 1;
 	}
@@ -270,8 +316,11 @@ static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_note *no
 		if (notes[i].slot != slot)
 			continue;
 		struct sp_result_rec r = { SP_LOOKUP_STORE, notes[i].rec.id };
-		if (!send_segments(d, p, &r, 1))
+		if (!send_segments(d, p, &r, 1, true)) {
+			if (d->clients[slot] == p)
+				p->hints_lost = true;
 			return;
+		}
 		m.r[k++] = notes[i].rec;
 	}
 	m.c = (struct sp_count){ k, 0 };
@@ -280,9 +329,10 @@ static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_note *no
 	 * is full the hint is dropped, not the partner. The message is far
 	 * smaller than a socket buffer unit, so it is sent whole or not at all. */
 	int err = _sp_proto_send(p->fd, SP_MSG_NOTIFY, 0, &m, _sp_proto_counted_size(SP_MSG_NOTIFY, k), -1);
-	if (err == -EAGAIN)
+	if (err == -EAGAIN) {
 		d->hints_dropped++;
-	else if (err)
+		p->hints_lost = true;  /* its next grant says so */
+	} else if (err)
 		drop_client(d, p, err == -EPIPE ? "not reading its messages" : strerror(-err));
 }
 
@@ -372,8 +422,7 @@ static int daemon_write(void *ctx, int p, int64_t v)
 			struct sp_client *c = d->clients[i];
 			if (c && c->hello && !c->control) {
 				c->unstable = 0;
-				struct sp_count z = { 0, 0 };
-				send_to(d, c, SP_MSG_UNMERGE_ALL, &z, sizeof(z), -1);
+				c->pending |= PENDING_UNMERGE;  /* sent with the knobs below */
 			}
 		}
 	}
@@ -511,6 +560,7 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 		return;
 	}
 	uint16_t t = c->hdr.type;
+	c->silent = false;
 	if (!c->hello && t != SP_MSG_HELLO) {
 		violation(d, c, -EPROTO, "HELLO expected first");
 		return;
@@ -547,7 +597,7 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 		cnt->n = n;
 		cnt->pad = 0;
 		_sp_domain_lookup(c->dom, c, recs, n, d->knob[SP_MAX_PAGE_SHARING], res);
-		if (send_segments(d, c, res, n))
+		if (send_segments(d, c, res, n, false))
 			send_to(d, c, SP_MSG_LOOKUP_REPLY, d->scratch, _sp_proto_counted_size(SP_MSG_LOOKUP_REPLY, n), -1);
 		return;
 	}
@@ -559,7 +609,7 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 		bool numa = !d->knob[SP_MERGE_ACROSS_NODES];
 		struct sp_note notes[SP_PROTO_MAX_PUBLISH];
 		uint32_t nn = _sp_domain_publish(c->dom, c, recs, n, d->knob[SP_MAX_PAGE_SHARING], numa, res, notes);
-		if (send_segments(d, c, res, n))
+		if (send_segments(d, c, res, n, false))
 			send_to(d, c, SP_MSG_PUBLISH_REPLY, d->scratch, _sp_proto_counted_size(SP_MSG_PUBLISH_REPLY, n), -1);
 		/* The waiting partners, after the reply (notifying may drop one). */
 		for (uint32_t i = 0; i < nn; i++) {
@@ -682,8 +732,10 @@ static void pace(sp_daemon *d, int64_t now)
 		struct sp_client *c = d->clients[d->granted];
 		if (c && now - d->grant_ns < GRANT_TIMEOUT_NS)
 			return;
-		if (c)
+		if (c) {
 			logmsg(d, 1, "client %llu did not finish its grant in time: skipped", (unsigned long long)c->id);
+			c->silent = true;  /* no more turns until it says something */
+		}
 		d->granted = -1;
 		d->cursor++;
 	}
@@ -698,10 +750,27 @@ static void pace(sp_daemon *d, int64_t now)
 			d->cursor = 0;
 		}
 		struct sp_client *c = d->clients[d->cursor];
-		if (c && c->hello && !c->control) {
+		/* A client that let its last grant time out (paused, or stuck)
+		 * gets no turn until it speaks again: one timeout per pause, not
+		 * one per pass for everyone else to wait out. */
+		if (c && c->hello && !c->control && !c->silent) {
 			struct sp_grant g = _sp_grant_turn(d->knob[SP_PAGES_TO_SCAN], d->knob[SP_SLEEP_MILLISECS]);
 			uint32_t slot = c->slot;
-			if (send_to(d, c, SP_MSG_GRANT, &g, sizeof(g), -1)) {
+			g.flags = c->hints_lost ? SP_GRANT_RELOOK : 0;
+			int r = send_pending(d, c);
+			if (r == 0)
+				r = send_unasked(d, c, SP_MSG_GRANT, &g, sizeof(g), -1);
+			if (r == 0)
+				c->hints_lost = false;
+			if (r == -EAGAIN) {
+				/* paused or busy: its turn is skipped, as at a timeout,
+				 * and the next one after a pause (all may be paused) */
+				logmsg(d, 2, "client %llu is not reading: turn skipped", (unsigned long long)c->id);
+				d->cursor++;
+				d->next_grant_ns = now + (d->knob[SP_SLEEP_MILLISECS] + 1) * 1000000LL;
+				return;
+			}
+			if (r == 0) {
 				d->granted = (int)slot;
 				d->grant_ns = now;
 			}

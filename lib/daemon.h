@@ -22,6 +22,8 @@ struct sp_held {
 	uint32_t sharers;            /* of those, really sharing */
 };
 
+enum { PENDING_KNOBS = 1u << 0, PENDING_UNMERGE = 1u << 1 };
+
 struct sp_client {
 	int fd;
 	uint32_t slot;
@@ -37,6 +39,9 @@ struct sp_client {
 	uint32_t *leases;            /* store pages answered (STORE) since its last SETTLE */
 	uint32_t nleases, leases_cap;
 	uint64_t unstable;           /* entries this client put in the unstable index */
+	unsigned pending;            /* PENDING_*: not sent yet, its socket was full */
+	bool hints_lost;             /* a NOTIFY for it could not be sent */
+	bool silent;                 /* let a grant time out; no message since */
 	uint8_t *have_seg;           /* segments whose fd it has been sent */
 	uint32_t have_seg_cap;
 	struct sp_client_stats st;   /* from its last DONE */

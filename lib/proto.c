@@ -164,7 +164,24 @@ int _sp_proto_check(const struct sp_hdr *h, const void *payload, bool from_clien
 	return 0;
 }
 
+/* Wait until sock can take more bytes, at most ms milliseconds. */
+static bool writable(int sock, int ms)
+{
+	struct pollfd p = { sock, POLLOUT, 0 };
+	int r;
+	do
+		r = poll(&p, 1, ms);
+	while (r < 0 && errno == EINTR);
+	return r > 0 && (p.revents & POLLOUT);
+}
+
 int _sp_proto_send(int sock, uint16_t type, uint32_t seq, const void *payload, size_t len, int fd)
+{
+	return _sp_proto_send_wait(sock, type, seq, payload, len, fd, 0);
+}
+
+int _sp_proto_send_wait(int sock, uint16_t type, uint32_t seq, const void *payload, size_t len, int fd,
+			int wait_ms)
 {
 	struct sp_hdr h = { SP_PROTO_MAGIC, type, SP_PROTO_VERSION, (uint32_t)len, seq };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, len } };
@@ -184,11 +201,22 @@ int _sp_proto_send(int sock, uint16_t type, uint32_t seq, const void *payload, s
 		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	}
 	size_t total = sizeof(h) + len, done = 0;
+	int64_t deadline = 0;  /* of all the waiting (a slow reader cannot hold us longer) */
 	while (done < total) {
 		ssize_t w = sendmsg(sock, &m, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
+			/* A non-blocking socket that is full: wait as the caller
+			 * allows; a message already begun is finished if the peer
+			 * reads within a second. */
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				int64_t now = _sp_now_ns(), budget = done ? (wait_ms > 1000 ? wait_ms : 1000) : wait_ms;
+				if (!deadline)
+					deadline = now + budget * 1000000LL;
+				if (now < deadline && writable(sock, (int)((deadline - now + 999999) / 1000000)))
+					continue;
+			}
 			/* A half-sent message corrupts the stream: the caller must drop it. */
 			return done ? -EPIPE : -errno;
 		}

@@ -135,13 +135,20 @@ struct sp_forget_rec {
 struct sp_grant {
 	uint32_t pages;
 	uint32_t sleep_ms;
+	uint32_t flags;         /* SP_GRANT_* */
+	uint32_t pad;
 };
+
+/* Hints (NOTIFY) for this client were lost while it did not read (paused):
+ * look up again the pages that wait for a partner. */
+enum { SP_GRANT_RELOOK = 1u << 0 };
 
 /* A turn at the pace of these knob values, clamped to the message's range. */
 static inline struct sp_grant _sp_grant_turn(int64_t pages_to_scan, int64_t sleep_millisecs)
 {
 	struct sp_grant g = { (uint32_t)(pages_to_scan > 0 && pages_to_scan < (1ll << 31) ? pages_to_scan : 1),
-			      (uint32_t)(sleep_millisecs >= 0 && sleep_millisecs < (1ll << 31) ? sleep_millisecs : 0) };
+			      (uint32_t)(sleep_millisecs >= 0 && sleep_millisecs < (1ll << 31) ? sleep_millisecs : 0), 0,
+			      0 };
 	return g;
 }
 
@@ -223,6 +230,11 @@ size_t _sp_proto_counted_size(uint16_t type, uint32_t n);
  * (the socket may be non-blocking: then -EAGAIN can be returned before
  * anything is written, never in the middle of a message). */
 int _sp_proto_send(int sock, uint16_t type, uint32_t seq, const void *payload, size_t len, int fd);
+/* The same on a non-blocking socket: waits up to wait_ms for room to begin
+ * (-EAGAIN after that, nothing sent), and up to a second more whenever a
+ * begun message stalls (-EPIPE then: the stream is broken). */
+int _sp_proto_send_wait(int sock, uint16_t type, uint32_t seq, const void *payload, size_t len, int fd,
+			int wait_ms);
 
 /* Receive one message into buf (capacity cap), blocking; *fd receives a
  * passed fd or -1. Returns payload length or -errno (-EPROTO invalid). */

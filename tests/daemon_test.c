@@ -194,6 +194,9 @@ static bool filled_ok(const uint8_t *p, uint64_t k)
 	return true;
 }
 
+/* Contents of a client started now begin at this number (a child keeps it). */
+static size_t content_base;
+
 static atomic_bool writer_stop;
 static uint8_t *writer_area;
 
@@ -224,7 +227,7 @@ static void client_body(int cmd, int reply, size_t pages, size_t distinct, int u
 		_exit(6);
 	uint8_t *m = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	for (size_t i = 0; i < pages; i++)
-		fill(m + i * PG, i % distinct);
+		fill(m + i * PG, content_base + i % distinct);
 	if (sp_madvise(e, m, pages * PG, MADV_MERGEABLE))
 		_exit(7);
 	pthread_t th;
@@ -240,7 +243,7 @@ static void client_body(int cmd, int reply, size_t pages, size_t distinct, int u
 			break;
 		struct answer a = { 0, page_pfn(m), pss_kb(), (uintptr_t)m };
 		for (size_t i = 0; i < pages; i++)
-			a.bad += !filled_ok(m + i * PG, i % distinct);
+			a.bad += !filled_ok(m + i * PG, content_base + i % distinct);
 		if (write(reply, &a, sizeof(a)) != sizeof(a))
 			_exit(9);
 	}
@@ -520,7 +523,7 @@ static void test_hostile_clients(void **state)
 
 	fd = raw_connect();  /* a message type meant for clients */
 	raw_hello(fd);
-	struct sp_grant g = { 100, 0 };
+	struct sp_grant g = { 100, 0, 0, 0 };
 	assert_int_equal(_sp_proto_send(fd, SP_MSG_GRANT, 0, &g, sizeof(g), -1), 0);
 	assert_true(hung_up(fd));
 	close(fd);
@@ -749,6 +752,52 @@ static void test_sole_holder_dies_while_partner_merges(void **state)
 		assert_int_equal(a.bad, 0);
 		assert_int_equal(client_stop(z), 0);
 	}
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
+/* A paused process (SIGSTOP, a frozen cgroup) does not read its socket.
+ * Its partners' publications fill the socket with hints, and then the
+ * daemon's next message to it cannot be sent: the daemon must wait for it,
+ * not drop it, since dropping releases its references and frees the store
+ * pages it still maps (it would read zeros when it resumes). */
+static void test_paused_client_keeps_its_pages(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	enum { OWN = 2048, MORE = 60000 };  /* hints for MORE pages fill its socket (2 MiB) */
+	/* a: contents 0..OWN+MORE-1; b shares the first OWN, then leaves, so
+	 * that a alone holds those store pages */
+	struct client a = client_start(OWN + MORE, OWN + MORE, -1, false);
+	struct client b = client_start(OWN, OWN, -1, false);
+	assert_true(wait_sharing(OWN, 30000));
+	assert_int_equal(client_stop(&b), 0);
+	msleep(300);  /* a's other pages wait in the unstable index */
+	kill(a.pid, SIGSTOP);
+	/* c publishes the rest: thousands of hints for a, which does not read */
+	content_base = OWN;
+	struct client c = client_start(MORE, MORE, -1, false);
+	content_base = 0;
+	sp_sample s = { 0 };
+	for (int t = 0; t < san_ms(30000); t += 20, msleep(20)) {
+		s = domain_sample();
+		if (s.value[SP_PAGES_SHARED] >= OWN + MORE - 64)
+			break;
+	}
+	assert_true(s.value[SP_PAGES_SHARED] >= OWN + MORE - 64);
+	set_pace("4000", "2");  /* a knob change: a message for everyone */
+	msleep(1000);           /* and grants that a cannot take */
+	kill(a.pid, SIGCONT);
+	struct answer ans = client_verify(&a);
+	print_message("the paused client has %d wrong pages after it resumed\n", ans.bad);
+	assert_int_equal(ans.bad, 0);
+	/* still a client of the daemon: it merges the rest with c */
+	assert_true(wait_sharing(MORE - 64, 30000));
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&c).bad, 0);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&c), 0);
 	stop_daemon(d, SIGTERM);
 	cleanup_dir();
 }
@@ -989,6 +1038,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_full_scan_covers_every_page_once),
 		cmocka_unit_test(test_partner_pages_merge_in_one_pass),
 		cmocka_unit_test(test_sole_holder_dies_while_partner_merges),
+		cmocka_unit_test(test_paused_client_keeps_its_pages),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
