@@ -235,8 +235,14 @@ static int recv_until(sp_engine *e, uint16_t want, int timeout_ms)
 			return -ENOTCONN;
 		struct pollfd pf = { rm->fd, POLLIN, 0 };
 		int pr = poll(&pf, 1, timeout_ms);
-		if (pr == 0)
+		if (pr == 0) {
+			/* No answer in time: a late one must not be taken for
+			 * the answer to a later question. Reconnecting is safe
+			 * (our pages are kept while we live). */
+			if (want)
+				disconnect(e, "no answer in time");
 			return -ETIMEDOUT;
+		}
 		if (pr < 0 && errno != EINTR)
 			return -errno;
 		if (pr < 0)
@@ -287,6 +293,22 @@ static void forget_old_daemon(sp_engine *e)
 	e->pages_shared = e->pages_sharing = 0;
 }
 
+/* Our references, as counts rather than changes: each store page we map
+ * and how many of our pages name it. */
+static void restate_refs(sp_engine *e)
+{
+	struct sp_remote *rm = e->remote;
+	for (uint32_t id = 0; id < e->store.npg_cap && rm->fd >= 0; id++) {
+		const struct sp_spage *s = &e->store.pg[id];
+		if (!s->refs)
+			continue;
+		if (rm->nrefs == QCAP)
+			_sp_remote_flush(e);
+		rm->refs[rm->nrefs++] = (struct sp_refs_rec){ id, (int32_t)s->refs, (int32_t)s->sharers, 0 };
+	}
+	_sp_remote_flush(e);
+}
+
 static int try_connect(sp_engine *e)
 {
 	struct sp_remote *rm = e->remote;
@@ -331,6 +353,14 @@ static int try_connect(sp_engine *e)
 		forget_old_daemon(e);
 		rm->nrefs = rm->nforget = rm->nnotes = 0;
 		rm->fd = fd;
+	} else if (rm->ever_connected) {
+		/* The same daemon: it keeps what we held while our process
+		 * lives (daemon.c, drop_client), but as another client's. Say
+		 * afresh what we map, and look up again what waits for a
+		 * partner (the unstable index knew us by our old slot). */
+		rm->nrefs = rm->nforget = 0;
+		restate_refs(e);
+		relook(e);
 	}
 	rm->epoch = w->epoch;
 	rm->ever_connected = true;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,7 +51,17 @@ struct sp_daemon {
 	bool pass_had_work;
 	int64_t adv_start_ns;
 	uint8_t *scratch;            /* replies */
+	/* Clients whose connection ended while their process lives on: their
+	 * references stay until it exits (drop_client). */
+	struct sp_client *orphans;
+	uint32_t norphans;
 };
+
+#define SP_MAX_ORPHANS 1024
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  /* Linux 6.5 */
+#endif
 
 static void logmsg(sp_daemon *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -134,6 +145,41 @@ static struct sp_domain *domain_for(sp_daemon *d, uid_t uid)
 	return dom;
 }
 
+/* A pidfd for the peer of a connection: the kernel's own (6.5), or one
+ * opened by pid; -1 when neither works. */
+static int peer_pidfd(int fd, pid_t pid)
+{
+	int pidfd = -1;
+	socklen_t len = sizeof(pidfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0)
+		return pidfd;
+#ifdef SYS_pidfd_open
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+	return pidfd >= 0 ? pidfd : -1;
+}
+
+static bool process_lives(int pidfd)
+{
+	struct pollfd p = { pidfd, POLLIN, 0 };
+	return pidfd >= 0 && poll(&p, 1, 0) == 0;  /* readable once it exited */
+}
+
+static void release_client(struct sp_client *c)
+{
+	if (c->dom)
+		_sp_domain_client_gone(c->dom, c);
+	_sp_domain_client_free(c);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	free(c);
+}
+
+/* The connection ends. Its references go with it only if its process is
+ * gone: a process that lives on still maps the store pages (the client
+ * lost the connection, or we dropped it), and releasing them could punch
+ * them under it, to read zeros. Then they stay until the process exits;
+ * if it connects again, it states what it maps afresh. */
 static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 {
 	if (!why)
@@ -141,18 +187,44 @@ static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 	else
 		logmsg(d, 1, "client %llu (pid %d, uid %u) disconnected: %s", (unsigned long long)c->id, (int)c->pid,
 		       (unsigned)c->uid, why);
-	if (c->dom) {
-		_sp_domain_client_gone(c->dom, c);
+	if (c->dom)
 		c->dom->clients--;
-	}
 	if (d->granted == (int)c->slot)
 		d->granted = -1;
 	close(c->fd);
-	_sp_domain_client_free(c);
+	c->fd = -1;
 	free(c->have_seg);
+	c->have_seg = NULL;
 	_sp_meta_free(c->buf, SP_PROTO_MAX_PAYLOAD);
+	c->buf = NULL;
 	d->clients[c->slot] = NULL;
-	free(c);
+	bool holds = c->held_end > 0 || c->nleases > 0;
+	if (c->dom && !c->control && holds && d->norphans < SP_MAX_ORPHANS && process_lives(c->pidfd)) {
+		logmsg(d, 1, "client %llu: pid %d lives on, its store pages are kept until it exits",
+		       (unsigned long long)c->id, (int)c->pid);
+		c->next_orphan = d->orphans;
+		d->orphans = c;
+		d->norphans++;
+		return;
+	}
+	release_client(c);
+}
+
+/* Orphans whose process has exited: now their references go. */
+static void reap_orphans(sp_daemon *d)
+{
+	for (struct sp_client **pp = &d->orphans; *pp;) {
+		struct sp_client *c = *pp;
+		if (process_lives(c->pidfd)) {
+			pp = &c->next_orphan;
+			continue;
+		}
+		*pp = c->next_orphan;
+		d->norphans--;
+		logmsg(d, 2, "client %llu: pid %d exited, its store pages are released", (unsigned long long)c->id,
+		       (int)c->pid);
+		release_client(c);
+	}
 }
 
 /* Tell a client why, then let it go. */
@@ -222,6 +294,7 @@ static void accept_client(sp_daemon *d)
 	int sz = 1 << 20;
 	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	c->fd = fd;
+	c->pidfd = peer_pidfd(fd, cred.pid);
 	c->slot = slot;
 	c->id = ++d->next_client_id;
 	c->pid = cred.pid;
@@ -862,8 +935,8 @@ int sp_daemon_run(sp_daemon *d)
 {
 	if (!d)
 		return -EINVAL;
-	struct pollfd pf[SP_MAX_CLIENTS + 1];
-	uint32_t slots[SP_MAX_CLIENTS + 1];
+	static struct pollfd pf[1 + SP_MAX_CLIENTS + SP_MAX_ORPHANS];
+	static uint32_t slots[1 + SP_MAX_CLIENTS];
 	while (!d->stop) {
 		int64_t now = _sp_now_ns();
 		pace(d, now);
@@ -874,6 +947,10 @@ int sp_daemon_run(sp_daemon *d)
 				slots[n] = i;
 				pf[n++] = (struct pollfd){ d->clients[i]->fd, POLLIN, 0 };
 			}
+		/* Orphans: woken when one of their processes exits. */
+		nfds_t orphan_at = n;
+		for (struct sp_client *o = d->orphans; o; o = o->next_orphan)
+			pf[n++] = (struct pollfd){ o->pidfd, POLLIN, 0 };
 		/* Sleep until the next grant to the nanosecond: a timeout rounded
 		 * down to milliseconds made the end of every sleep a busy loop of
 		 * poll(0), more CPU than all the clients' scanning. */
@@ -892,9 +969,14 @@ int sp_daemon_run(sp_daemon *d)
 			continue;
 		if (pf[0].revents & POLLIN)
 			accept_client(d);
-		for (nfds_t i = 1; i < n; i++)
+		for (nfds_t i = 1; i < orphan_at; i++)
 			if (pf[i].revents && d->clients[slots[i]])
 				read_client(d, d->clients[slots[i]]);
+		for (nfds_t i = orphan_at; i < n; i++)
+			if (pf[i].revents) {
+				reap_orphans(d);
+				break;
+			}
 	}
 	return 0;
 }
@@ -903,9 +985,19 @@ void sp_daemon_free(sp_daemon *d)
 {
 	if (!d)
 		return;
+	/* Going away is not the clients' end: they keep running on what they
+	 * map (and merge again with the next daemon). Nothing is punched. */
+	for (struct sp_domain *dom = d->domains; dom; dom = dom->next)
+		dom->store.no_punch = true;
 	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++)
 		if (d->clients[i])
 			drop_client(d, d->clients[i], NULL);
+	while (d->orphans) {
+		/* (the domains and their store go too: nothing is punched) */
+		struct sp_client *c = d->orphans;
+		d->orphans = c->next_orphan;
+		release_client(c);
+	}
 	while (d->domains) {
 		struct sp_domain *n = d->domains->next;
 		_sp_domain_free(d->domains);

@@ -26,6 +26,8 @@ enum { PENDING_KNOBS = 1u << 0, PENDING_UNMERGE = 1u << 1 };
 
 struct sp_client {
 	int fd;
+	int pidfd;                   /* of its process, to tell a live one (-1: none) */
+	struct sp_client *next_orphan;
 	uint32_t slot;
 	uint64_t id;
 	pid_t pid;

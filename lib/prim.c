@@ -52,9 +52,8 @@ static int parse_errno(const char *s)
 }
 
 /* Reads SAMEPAGE_FAULT once; malformed rules are ignored (tests only). */
-static void fault_load(void)
+static void fault_load_from(const char *env)
 {
-	const char *env = getenv("SAMEPAGE_FAULT");
 	int count = 0;
 	if (!env) {
 		__atomic_store_n(&fault_count, 0, __ATOMIC_RELEASE);
@@ -90,11 +89,24 @@ static void fault_load(void)
 	__atomic_store_n(&fault_count, count, __ATOMIC_RELEASE);
 }
 
+static void fault_load(void)
+{
+	fault_load_from(getenv("SAMEPAGE_FAULT"));
+}
+
 void _sp_fault_reload(void)
 {
 	pthread_mutex_lock(&fault_lock);
 	memset(fault_rules, 0, sizeof(fault_rules));
 	fault_load();
+	pthread_mutex_unlock(&fault_lock);
+}
+
+void _sp_fault_set(const char *rules)
+{
+	pthread_mutex_lock(&fault_lock);
+	memset(fault_rules, 0, sizeof(fault_rules));
+	fault_load_from(rules);
 	pthread_mutex_unlock(&fault_lock);
 }
 

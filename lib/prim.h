@@ -55,5 +55,7 @@ int _sp_fault(const char *op);
 
 /* Tests: read SAMEPAGE_FAULT again (call counts restart from zero). */
 void _sp_fault_reload(void);
+/* Tests: these rules instead, set from any thread (NULL: none). */
+void _sp_fault_set(const char *rules);
 
 #endif

@@ -183,6 +183,9 @@ int _sp_proto_send(int sock, uint16_t type, uint32_t seq, const void *payload, s
 int _sp_proto_send_wait(int sock, uint16_t type, uint32_t seq, const void *payload, size_t len, int fd,
 			int wait_ms)
 {
+	int f = _sp_fault("proto_send");  /* tests: a connection that fails */
+	if (f)
+		return f;
 	struct sp_hdr h = { SP_PROTO_MAGIC, type, SP_PROTO_VERSION, (uint32_t)len, seq };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, len } };
 	union {

@@ -7,6 +7,7 @@
  * who must never share.
  */
 #include "helpers.h"
+#include "prim.h"
 #include "proto.h"
 
 #include <errno.h>
@@ -241,6 +242,10 @@ static void client_body(int cmd, int reply, size_t pages, size_t distinct, int u
 	while (read(cmd, &c, 1) == 1) {
 		if (c == 'q')
 			break;
+		if (c == 'x') {  /* the engine's next message fails: it loses the daemon */
+			_sp_fault_set("proto_send:EPIPE:1");
+			continue;
+		}
 		struct answer a = { 0, page_pfn(m), pss_kb(), (uintptr_t)m };
 		for (size_t i = 0; i < pages; i++)
 			a.bad += !filled_ok(m + i * PG, content_base + i % distinct);
@@ -802,6 +807,79 @@ static void test_paused_client_keeps_its_pages(void **state)
 	cleanup_dir();
 }
 
+/* samepaged stopped the proper way (SIGTERM, as systemd stops it) while
+ * its clients map store pages: it must not free them on the way out. */
+static void test_daemon_stopped_clients_keep_pages(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	enum { PAGES = 2048 };
+	struct client a = client_start(PAGES, PAGES, -1, false), b = client_start(PAGES, PAGES, -1, false);
+	assert_true(wait_sharing(PAGES, 30000));
+	stop_daemon(d, SIGTERM);
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&b).bad, 0);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	cleanup_dir();
+}
+
+/* A client loses its connection (a send fails; an answer that does not
+ * come in time does the same) while it alone holds store pages, and
+ * connects again to the same daemon. Its pages stay whole: the daemon
+ * keeps them while the process lives, and the client restates what it
+ * maps. Once it exits, they are released. */
+static void test_client_reconnects_keeps_pages(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	long shmem0 = meminfo_kb("Shmem");
+	enum { PAGES = 4096 };
+	struct client a = client_start(PAGES, PAGES, -1, false), b = client_start(PAGES, PAGES, -1, false);
+	assert_true(wait_sharing(PAGES, 30000));
+	assert_int_equal(client_stop(&b), 0);  /* a alone holds the store pages */
+	msleep(200);
+	char x = 'x';
+	assert_int_equal(write(a.cmd, &x, 1), 1);
+	msleep(san_ms(1500));  /* it loses the daemon, connects again after 200 ms, restates */
+	struct answer ans = client_verify(&a);
+	print_message("%d wrong pages after the client lost its connection\n", ans.bad);
+	assert_int_equal(ans.bad, 0);
+	char log[PATH_MAX];
+	snprintf(log, sizeof(log), "%s/daemon.log", sock_dir);
+	char *text = read_whole_file(log);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "lives on, its store pages are kept"));
+	free(text);
+	sp_ctl *ctl;
+	sp_ctl_info in = { 0 };
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	assert_int_equal(sp_ctl_info_get(ctl, &in), 0);
+	sp_ctl_close(ctl);
+	print_message("after reconnecting: pages_shared %lld, clients %u\n",
+		      (long long)domain_sample().value[SP_PAGES_SHARED], in.clients);
+	assert_int_equal(in.clients, 1);
+	/* a new partner merges with the pages a still holds */
+	b = client_start(PAGES, PAGES, -1, false);
+	assert_true(wait_sharing(PAGES - 64, 30000));
+	assert_int_equal(client_verify(&a).bad, 0);
+	assert_int_equal(client_verify(&b).bad, 0);
+	assert_int_equal(client_stop(&a), 0);
+	assert_int_equal(client_stop(&b), 0);
+	/* both gone (and the orphaned holdings with a's exit): all released */
+	for (int t = 0; t < san_ms(5000) && domain_sample().value[SP_PAGES_SHARED] > 0; t += 50)
+		msleep(50);
+	assert_int_equal(domain_sample().value[SP_PAGES_SHARED], 0);
+	msleep(300);
+	long shmem1 = meminfo_kb("Shmem");
+	print_message("Shmem: %ld kB before, %ld kB after\n", shmem0, shmem1);
+	assert_true(shmem1 < shmem0 + PAGES * 4 / 4);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -1039,6 +1117,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_partner_pages_merge_in_one_pass),
 		cmocka_unit_test(test_sole_holder_dies_while_partner_merges),
 		cmocka_unit_test(test_paused_client_keeps_its_pages),
+		cmocka_unit_test(test_daemon_stopped_clients_keep_pages),
+		cmocka_unit_test(test_client_reconnects_keeps_pages),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
