@@ -467,6 +467,7 @@ static void notes_to_lookups(sp_engine *e)
 size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 {
 	struct sp_remote *rm = e->remote;
+	size_t base = njobs;
 	notes_to_lookups(e);
 	uint32_t n = rm->nlk;
 	rm->nlk = 0;
@@ -530,7 +531,9 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 		}
 	}
 	rm->msg_big |= npub > 0;
-	return njobs;
+	/* Lost the daemon meanwhile: nothing is mapped from its answers now
+	 * (it keeps what we hold only as long as we map nothing new). */
+	return rm->fd >= 0 ? njobs : base;
 }
 
 /* ------------------------------------------------------------- the thread */

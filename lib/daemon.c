@@ -55,6 +55,7 @@ struct sp_daemon {
 	 * references stay until it exits (drop_client). */
 	struct sp_client *orphans;
 	uint32_t norphans;
+	int64_t reaped_ns;           /* orphans are looked at every 2 s too */
 };
 
 #define SP_MAX_ORPHANS 1024
@@ -205,24 +206,46 @@ static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 		c->next_orphan = d->orphans;
 		d->orphans = c;
 		d->norphans++;
+		d->reaped_ns = 0;  /* looked at again at once: it may have exec'd */
 		return;
 	}
 	release_client(c);
 }
 
-/* Orphans whose process has exited: now their references go. */
+/* Does the process map any segment of its domain's store (a memfd named
+ * store.name)? When in doubt (maps unreadable), yes. A process that
+ * exec'd maps none: its references can go before it exits. */
+static bool maps_store(pid_t pid, const struct sp_domain *dom)
+{
+	char path[64], want[80], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	snprintf(want, sizeof(want), "/memfd:%s (deleted)", dom->store.name);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return true;
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, want) != NULL;
+	fclose(f);
+	return found;
+}
+
+/* Orphans whose process has exited, or exec'd (it maps no store page any
+ * more, and cannot map one without a connection): their references go. */
 static void reap_orphans(sp_daemon *d)
 {
+	d->reaped_ns = _sp_now_ns();
 	for (struct sp_client **pp = &d->orphans; *pp;) {
 		struct sp_client *c = *pp;
-		if (process_lives(c->pidfd)) {
+		bool lives = process_lives(c->pidfd), maps = lives && maps_store(c->pid, c->dom);
+		if (maps) {
 			pp = &c->next_orphan;
 			continue;
 		}
 		*pp = c->next_orphan;
 		d->norphans--;
-		logmsg(d, 2, "client %llu: pid %d exited, its store pages are released", (unsigned long long)c->id,
-		       (int)c->pid);
+		logmsg(d, 1, "client %llu: pid %d %s, its store pages are released", (unsigned long long)c->id,
+		       (int)c->pid, lives ? "maps none of them any more" : "exited");
 		release_client(c);
 	}
 }
@@ -965,18 +988,20 @@ int sp_daemon_run(sp_daemon *d)
 		int r = ppoll(pf, n, &ts, NULL);
 		if (r < 0 && errno != EINTR)
 			return -errno;
-		if (r <= 0)
+		if (r < 0)
+			continue;
+		bool reap = d->orphans && _sp_now_ns() - d->reaped_ns > 2000000000LL;
+		for (nfds_t i = orphan_at; i < n && !reap; i++)
+			reap = pf[i].revents != 0;
+		if (reap)
+			reap_orphans(d);
+		if (r == 0)
 			continue;
 		if (pf[0].revents & POLLIN)
 			accept_client(d);
 		for (nfds_t i = 1; i < orphan_at; i++)
 			if (pf[i].revents && d->clients[slots[i]])
 				read_client(d, d->clients[slots[i]]);
-		for (nfds_t i = orphan_at; i < n; i++)
-			if (pf[i].revents) {
-				reap_orphans(d);
-				break;
-			}
 	}
 	return 0;
 }
