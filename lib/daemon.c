@@ -24,7 +24,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,9 +59,6 @@ struct sp_daemon {
 
 #define SP_MAX_ORPHANS 1024
 
-#ifndef SO_PEERPIDFD
-#define SO_PEERPIDFD 77  /* Linux 6.5 */
-#endif
 
 static void logmsg(sp_daemon *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -146,26 +142,6 @@ static struct sp_domain *domain_for(sp_daemon *d, uid_t uid)
 	return dom;
 }
 
-/* A pidfd for the peer of a connection: the kernel's own (6.5), or one
- * opened by pid; -1 when neither works. */
-static int peer_pidfd(int fd, pid_t pid)
-{
-	int pidfd = -1;
-	socklen_t len = sizeof(pidfd);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0)
-		return pidfd;
-#ifdef SYS_pidfd_open
-	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-#endif
-	return pidfd >= 0 ? pidfd : -1;
-}
-
-static bool process_lives(int pidfd)
-{
-	struct pollfd p = { pidfd, POLLIN, 0 };
-	return pidfd >= 0 && poll(&p, 1, 0) == 0;  /* readable once it exited */
-}
-
 static void release_client(struct sp_client *c)
 {
 	if (c->dom)
@@ -200,7 +176,7 @@ static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 	c->buf = NULL;
 	d->clients[c->slot] = NULL;
 	bool holds = c->held_end > 0 || c->nleases > 0;
-	if (c->dom && !c->control && holds && d->norphans < SP_MAX_ORPHANS && process_lives(c->pidfd)) {
+	if (c->dom && !c->control && holds && d->norphans < SP_MAX_ORPHANS && _sp_peer_lives(c->pidfd)) {
 		logmsg(d, 1, "client %llu: pid %d lives on, its store pages are kept until it exits",
 		       (unsigned long long)c->id, (int)c->pid);
 		c->next_orphan = d->orphans;
@@ -212,24 +188,6 @@ static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 	release_client(c);
 }
 
-/* Does the process map any segment of its domain's store (a memfd named
- * store.name)? When in doubt (maps unreadable), yes. A process that
- * exec'd maps none: its references can go before it exits. */
-static bool maps_store(pid_t pid, const struct sp_domain *dom)
-{
-	char path[64], want[80], line[512];
-	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-	snprintf(want, sizeof(want), "/memfd:%s (deleted)", dom->store.name);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return true;
-	bool found = false;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, want) != NULL;
-	fclose(f);
-	return found;
-}
-
 /* Orphans whose process has exited, or exec'd (it maps no store page any
  * more, and cannot map one without a connection): their references go. */
 static void reap_orphans(sp_daemon *d)
@@ -237,7 +195,7 @@ static void reap_orphans(sp_daemon *d)
 	d->reaped_ns = _sp_now_ns();
 	for (struct sp_client **pp = &d->orphans; *pp;) {
 		struct sp_client *c = *pp;
-		bool lives = process_lives(c->pidfd), maps = lives && maps_store(c->pid, c->dom);
+		bool lives = _sp_peer_lives(c->pidfd), maps = lives && _sp_peer_maps_store(c->pid, c->dom->store.name);
 		if (maps) {
 			pp = &c->next_orphan;
 			continue;
@@ -317,7 +275,7 @@ static void accept_client(sp_daemon *d)
 	int sz = 1 << 20;
 	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	c->fd = fd;
-	c->pidfd = peer_pidfd(fd, cred.pid);
+	c->pidfd = _sp_peer_pidfd(fd, cred.pid);
 	c->slot = slot;
 	c->id = ++d->next_client_id;
 	c->pid = cred.pid;

@@ -67,6 +67,15 @@ struct sp_domain {
 	struct sp_domain *next;
 };
 
+/* peer.c: the process behind a connection */
+/* A pidfd for the peer of sock (SO_PEERPIDFD, else pidfd_open), or -1. */
+int _sp_peer_pidfd(int sock, pid_t pid);
+/* The process has not exited (false without a pidfd). */
+bool _sp_peer_lives(int pidfd);
+/* It maps a segment of the store whose memfds are named store_name (true
+ * when its maps cannot be read). */
+bool _sp_peer_maps_store(pid_t pid, const char *store_name);
+
 /* domain.c */
 struct sp_domain *_sp_domain_new(uint32_t key);
 void _sp_domain_free(struct sp_domain *dom);
