@@ -486,11 +486,11 @@ size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
 	memcpy(res, rm->msg + sizeof(*c), n * sizeof(res[0]));
 	uint32_t pub[SP_MAX_JOBS], npub = 0;
 	for (uint32_t k = 0; k < n; k++) {
+		rm->leased |= res[k].kind == SP_LOOKUP_STORE;  /* used or not, settled */
 		struct sp_range *r = e->ranges[rm->lk_rid[k]];
 		if (!r || rm->lk_page[k] >= r->npages)
 			continue;
 		struct sp_page *pg = &r->pg[rm->lk_page[k]];
-		rm->leased |= res[k].kind == SP_LOOKUP_STORE;
 		if (res[k].kind == SP_LOOKUP_STORE && know_store_page(e, res[k].id, rm->lk[k].key))
 			add_job(e, &njobs, rm->lk_rid[k], rm->lk_page[k], res[k].id);
 		else if (res[k].kind == SP_LOOKUP_PUBLISH)
