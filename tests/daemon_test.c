@@ -213,6 +213,24 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* Clients started while set also rewrite their own pages with the values
+ * already there: merged pages are copied on write and merged again. */
+static bool rewrite_own;
+
+static void *rewriter_main(void *arg)
+{
+	size_t pages = (size_t)arg;
+	uint64_t rng = 0x2545F4914F6CDD1Dull ^ (uint64_t)getpid();
+	for (uint64_t n = 0; !atomic_load(&writer_stop); n++) {
+		size_t k = (size_t)(test_rng(&rng) % pages);
+		volatile uint64_t *q = (volatile uint64_t *)(writer_area + k * PG + 64);
+		*q = *q;
+		if (n % 32 == 0)
+			msleep(1);
+	}
+	return NULL;
+}
+
 /* The child: an engine shared through the daemon, `pages` pages whose
  * contents repeat every `distinct` pages (the same in every client), then
  * commands from the parent: 'v' verify, 'q' quit. uid >= 0: become it. */
@@ -235,6 +253,10 @@ static void client_body(int cmd, int reply, size_t pages, size_t distinct, int u
 	if (writer) {
 		writer_area = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		pthread_create(&th, NULL, writer_main, NULL);
+	} else if (rewrite_own) {
+		writer = true;  /* joined below */
+		writer_area = m;
+		pthread_create(&th, NULL, rewriter_main, (void *)pages);
 	}
 	char c = 'r';
 	if (write(reply, &c, 1) != 1)
@@ -909,6 +931,97 @@ static void test_exec_releases_store_pages(void **state)
 	cleanup_dir();
 }
 
+/* Everything at once, at random, for SAMEPAGE_RACE_SECONDS (4 s in
+ * `make check`): clients that rewrite their merged pages (copy on write,
+ * merged again) are paused and resumed, lose their connection, are killed
+ * and replaced; the daemon is stopped (SIGTERM) or killed and started
+ * again. Every client checks all its pages now and then, and all at the
+ * end; once they are gone, the domain holds nothing. */
+static void test_chaos(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	const char *env = getenv("SAMEPAGE_RACE_SECONDS");
+	double seconds = env ? atof(env) : 4;
+	pid_t d = start_daemon(false);
+	enum { K = 4, PAGES = 2048, DISTINCT = 512 };
+	rewrite_own = true;
+	struct client c[K];
+	bool paused[K] = { false };
+	for (int i = 0; i < K; i++)
+		c[i] = client_start(PAGES, DISTINCT, -1, false);
+	uint64_t rng = 0x9E3779B97F4A7C15ull;
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	unsigned acts[6] = { 0 };
+	long checked = 0;
+	int bad = 0, bad_client = -1;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 > seconds)
+			break;
+		int i = (int)(test_rng(&rng) % K), act = (int)(test_rng(&rng) % 20);
+		if (act < 4) {  /* pause or resume */
+			kill(c[i].pid, paused[i] ? SIGCONT : SIGSTOP);
+			paused[i] = !paused[i];
+			acts[0]++;
+		} else if (act < 7 && !paused[i]) {  /* it loses the daemon */
+			char x = 'x';
+			assert_int_equal(write(c[i].cmd, &x, 1), 1);
+			acts[1]++;
+		} else if (act < 9) {  /* killed, and another in its place */
+			kill(c[i].pid, SIGKILL);
+			client_stop(&c[i]);
+			c[i] = client_start(PAGES, DISTINCT, -1, false);
+			paused[i] = false;
+			acts[2]++;
+		} else if (act == 9) {  /* the daemon stops or dies, and comes back */
+			bool term = test_rng(&rng) % 2;
+			stop_daemon(d, term ? SIGTERM : SIGKILL);
+			d = start_daemon(false);
+			acts[term ? 3 : 4]++;
+		} else if (!paused[i]) {
+			bad = client_verify(&c[i]).bad;
+			checked++;
+			if (bad) {
+				bad_client = i;
+				break;
+			}
+		}
+		msleep((int)(test_rng(&rng) % 60));
+	}
+	rewrite_own = false;
+	for (int i = 0; i < K; i++)
+		if (paused[i])
+			kill(c[i].pid, SIGCONT);
+	if (bad) {
+		/* no client may stay stopped behind a failed test */
+		for (int i = 0; i < K; i++) {
+			kill(c[i].pid, SIGKILL);
+			client_stop(&c[i]);
+		}
+		fail_msg("client %d: %d pages not as written (actions so far: %u pauses, %u lost connections, "
+			 "%u kills, %u daemon stops, %u daemon kills)",
+			 bad_client, bad, acts[0], acts[1], acts[2], acts[3], acts[4]);
+	}
+	msleep(500);
+	for (int i = 0; i < K; i++) {
+		assert_int_equal(client_verify(&c[i]).bad, 0);
+		checked++;
+	}
+	print_message("%.0f s: %u pauses, %u lost connections, %u kills, %u daemon stops, %u daemon kills; "
+		      "%ld checks of all pages, none wrong\n",
+		      seconds, acts[0], acts[1], acts[2], acts[3], acts[4], checked);
+	for (int i = 0; i < K; i++)
+		assert_int_equal(client_stop(&c[i]), 0);
+	int64_t shared = -1;
+	for (int t = 0; t < san_ms(5000) && shared != 0; t += 50, msleep(50))
+		shared = domain_sample().value[SP_PAGES_SHARED];
+	assert_int_equal(shared, 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -1149,6 +1262,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_daemon_stopped_clients_keep_pages),
 		cmocka_unit_test(test_client_reconnects_keeps_pages),
 		cmocka_unit_test(test_exec_releases_store_pages),
+		cmocka_unit_test(test_chaos),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
