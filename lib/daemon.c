@@ -30,6 +30,8 @@
 
 #define GRANT_TIMEOUT_NS (5LL * 1000000000LL)
 
+#define SP_MAX_ORPHANS 1024
+
 struct sp_daemon {
 	int listen_fd;
 	char path[108];
@@ -55,9 +57,12 @@ struct sp_daemon {
 	struct sp_client *orphans;
 	uint32_t norphans;
 	int64_t reaped_ns;           /* orphans are looked at every 2 s too */
+	/* sp_daemon_run's poll set (here: more than a stack should hold, and
+	 * one per daemon, since a program may run several) */
+	struct pollfd pf[1 + SP_MAX_CLIENTS + SP_MAX_ORPHANS];
+	uint32_t pf_slot[1 + SP_MAX_CLIENTS];
 };
 
-#define SP_MAX_ORPHANS 1024
 
 
 static void logmsg(sp_daemon *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -916,8 +921,8 @@ int sp_daemon_run(sp_daemon *d)
 {
 	if (!d)
 		return -EINVAL;
-	static struct pollfd pf[1 + SP_MAX_CLIENTS + SP_MAX_ORPHANS];
-	static uint32_t slots[1 + SP_MAX_CLIENTS];
+	struct pollfd *pf = d->pf;
+	uint32_t *slots = d->pf_slot;
 	while (!d->stop) {
 		int64_t now = _sp_now_ns();
 		pace(d, now);
