@@ -149,17 +149,19 @@ void _sp_remote_flush(sp_engine *e)
 
 /* ------------------------------------------------------------- receiving */
 
-/* Hints for us were lost: every page waiting for a partner is looked up
- * again at its next visit (it may have one in the store by now). */
-static void relook(sp_engine *e)
+/* Every page of ours waiting for a partner becomes `state` (WRITTEN: looked
+ * up again at its next visit; NEW: starts over), and no resting block
+ * skips it. The daemon's unstable index no longer knows it (run=2), or
+ * hints for it were lost, or it knew us by another slot. */
+static void waiting_pages_to(sp_engine *e, uint8_t state)
 {
 	for (uint32_t id = 0; id < e->nranges; id++) {
 		struct sp_range *r = e->ranges[id];
 		for (size_t i = 0; r && i < r->npages; i++)
 			if (r->pg[i].state == SP_PG_UNSHARED) {
-				_sp_page_set_state(e, &r->pg[i], SP_PG_WRITTEN);
+				_sp_page_set_state(e, &r->pg[i], state);
 				if (i / SP_REST_PAGES < SP_REST_BLOCKS(r->npages))
-					r->rest[i / SP_REST_PAGES] = 0;  /* no resting block skips it */
+					r->rest[i / SP_REST_PAGES] = 0;
 			}
 	}
 }
@@ -212,7 +214,7 @@ static void async_message(sp_engine *e, const struct sp_hdr *h, const uint8_t *p
 		rm->in_turn = true;
 		rm->turn_sleep_ms = g->sleep_ms;
 		if (g->flags & SP_GRANT_RELOOK)
-			relook(e);
+			waiting_pages_to(e, SP_PG_WRITTEN);
 		break;
 	}
 	case SP_MSG_ERROR:
@@ -360,7 +362,7 @@ static int try_connect(sp_engine *e)
 		 * partner (the unstable index knew us by our old slot). */
 		rm->nrefs = rm->nforget = 0;
 		restate_refs(e);
-		relook(e);
+		waiting_pages_to(e, SP_PG_WRITTEN);
 	}
 	rm->epoch = w->epoch;
 	rm->ever_connected = true;
@@ -617,12 +619,7 @@ void *_sp_remote_main(void *arg)
 		if (rm->unmerge_all) {
 			rm->unmerge_all = false;
 			_sp_unmerge_all(e, true);
-			for (uint32_t id = 0; id < e->nranges; id++) {
-				struct sp_range *r = e->ranges[id];
-				for (size_t i = 0; r && i < r->npages; i++)
-					if (r->pg[i].state == SP_PG_UNSHARED)
-						_sp_page_set_state(e, &r->pg[i], SP_PG_NEW);
-			}
+			waiting_pages_to(e, SP_PG_NEW);
 			_sp_remote_flush(e);
 		}
 		if (rm->grant_pending) {

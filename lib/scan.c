@@ -650,7 +650,9 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 		budget = UINT32_MAX;
 	if (e->remote)
 		_sp_remote_notes_budget(e, (uint32_t)budget);
-	while (visited + notes_used(e, budget) < budget && walked < walk_limit) {
+	size_t used, left;  /* of the budget: after pages visited and notes merged */
+	while ((used = visited + notes_used(e, budget)) < budget && walked < walk_limit) {
+		left = budget - used;
 		struct sp_range *r = e->cur_range < e->nranges ? e->ranges[e->cur_range] : NULL;
 		if (!r || e->cur_page >= r->npages) {
 			if (next_range(e))
@@ -696,8 +698,8 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 		size_t n = blk_end - first;
 		if (n > SPAN_PAGES)
 			n = SPAN_PAGES;
-		if (n > budget - visited - notes_used(e, budget))
-			n = budget - visited - notes_used(e, budget);
+		if (n > left)
+			n = left;
 		e->cur_page += n;
 		visited += visit_span(e, e->cur_range, first, n, &njobs);
 		walked += n;
