@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -20,7 +21,8 @@
 
 struct sp_fault_rule {
 	char op[16];
-	int err;            /* positive errno */
+	int err;            /* positive errno, or 0 with delay_us */
+	unsigned delay_us;  /* SLEEP<us>: the call is made late instead of failing */
 	unsigned long nth;  /* 1-based */
 	int sticky;         /* fail from nth on */
 	unsigned long calls;
@@ -74,14 +76,17 @@ static void fault_load_from(const char *env)
 		struct sp_fault_rule *r = &fault_rules[count];
 		memset(r, 0, sizeof(*r));
 		strncpy(r->op, tok, sizeof(r->op) - 1);
-		r->err = parse_errno(c1 + 1);
+		if (strncmp(c1 + 1, "SLEEP", 5) == 0)
+			r->delay_us = (unsigned)strtoul(c1 + 6, NULL, 10);
+		else
+			r->err = parse_errno(c1 + 1);
 		size_t l = strlen(c2 + 1);
 		if (l && c2[l] == '+') {
 			r->sticky = 1;
 			c2[l] = 0;
 		}
 		r->nth = strtoul(c2 + 1, NULL, 10);
-		if (r->err && r->nth)
+		if ((r->err || (r->delay_us && r->delay_us <= 1000000)) && r->nth)
 			count++;
 		else  /* a typo must not silently disable the test's fault */
 			fprintf(stderr, "samepage: ignoring malformed SAMEPAGE_FAULT rule '%s'\n", tok);
@@ -115,6 +120,7 @@ int _sp_fault(const char *op)
 	if (__atomic_load_n(&fault_count, __ATOMIC_ACQUIRE) == 0)
 		return 0;
 	int ret = 0;
+	unsigned delay = 0;
 	pthread_mutex_lock(&fault_lock);
 	if (fault_count < 0)
 		fault_load();
@@ -123,10 +129,20 @@ int _sp_fault(const char *op)
 		if (strcmp(r->op, op) != 0)
 			continue;
 		r->calls++;
-		if (r->calls == r->nth || (r->sticky && r->calls > r->nth))
-			ret = -r->err;
+		if (r->calls == r->nth || (r->sticky && r->calls > r->nth)) {
+			if (r->err)
+				ret = -r->err;
+			else
+				delay += r->delay_us;
+		}
 	}
 	pthread_mutex_unlock(&fault_lock);
+	if (delay && !ret) {
+		/* Widens a race window for a test: the call itself still happens. */
+		struct timespec ts = { delay / 1000000, (long)(delay % 1000000) * 1000 };
+		while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+			;
+	}
 	return ret;
 }
 

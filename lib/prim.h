@@ -8,8 +8,11 @@
  * holds a comma-separated list of  OP:ERRNO:NTH[+]  where OP is the name
  * after "_sp_prim_" (open, read, write, ...), ERRNO a symbolic name (EIO,
  * ENOMEM, EBUSY, ...) or number, NTH the 1-based call that fails, and a
- * trailing '+' makes every later call fail too. Example:
+ * trailing '+' makes every later call fail too. ERRNO may instead be
+ * SLEEP<us>: the call is delayed that long and then made (to widen a race
+ * window in a test). Examples:
  *   SAMEPAGE_FAULT=write:EIO:2   fails the second write with EIO.
+ *   SAMEPAGE_FAULT=mmap:SLEEP2000:1+   makes every mmap 2 ms late.
  */
 #ifndef SP_PRIM_H
 #define SP_PRIM_H
