@@ -544,9 +544,10 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	e->jobs = _sp_meta_alloc(SP_MAX_JOBS * sizeof(*e->jobs));
 	e->addrs = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->addrs));
 	e->runs = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->runs));
-	e->cats = _sp_meta_alloc(2 * SP_MAX_JOBS + 512);
+	e->cats = _sp_meta_alloc(SP_CATS);
+	e->loose = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->loose));
 	e->maps = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->maps));
-	if (!e->vec || !e->jobs || !e->addrs || !e->runs || !e->cats || !e->maps ||
+	if (!e->vec || !e->jobs || !e->addrs || !e->runs || !e->cats || !e->loose || !e->maps ||
 	    _sp_stable_init(&e->stable, &e->store) || _sp_index_init(&e->unstable, 1024)) {
 		sp_engine_free(e);
 		return -ENOMEM;
@@ -628,7 +629,8 @@ int sp_engine_free(sp_engine *e)
 	_sp_meta_free(e->jobs, SP_MAX_JOBS * sizeof(*e->jobs));
 	_sp_meta_free(e->addrs, 2 * SP_MAX_JOBS * sizeof(*e->addrs));
 	_sp_meta_free(e->runs, 2 * SP_MAX_JOBS * sizeof(*e->runs));
-	_sp_meta_free(e->cats, 2 * SP_MAX_JOBS + 512);
+	_sp_meta_free(e->cats, SP_CATS);
+	_sp_meta_free(e->loose, 2 * SP_MAX_JOBS * sizeof(*e->loose));
 	_sp_meta_free(e->maps, 2 * SP_MAX_JOBS * sizeof(*e->maps));
 	if (e->thread_stack)
 		_sp_meta_free(e->thread_stack, THREAD_STACK);

@@ -320,7 +320,8 @@ struct sp_engine {
 	struct sp_job *jobs;         /* SP_MAX_JOBS */
 	uintptr_t *addrs;            /* 2 * SP_MAX_JOBS */
 	struct sp_run *runs;         /* 2 * SP_MAX_JOBS */
-	uint8_t *cats;               /* 2 * SP_MAX_JOBS, and a span's pages */
+	uint8_t *cats;               /* SP_CATS: a run's or a span's pages */
+	uintptr_t *loose;            /* 2 * SP_MAX_JOBS: hot pages inside runs */
 	struct sp_map *maps;         /* 2 * SP_MAX_JOBS */
 	size_t nmaps;
 	struct page_region *vec;     /* PAGEMAP_SCAN results */
@@ -375,6 +376,9 @@ enum { SP_JOB_ZERO = 1, SP_JOB_STABLE, SP_JOB_PAIR };
 int _sp_page_node(sp_engine *e, uintptr_t addr);
 
 #define SP_MAX_JOBS 256
+/* Pages of a freeze run (jobs and the gaps between them) or of a visited
+ * span: the size of the categories buffer. */
+#define SP_CATS (2 * SP_MAX_JOBS + 512)
 
 struct sp_map {              /* a decided replacement, applied in bulk */
 	uintptr_t addr;
@@ -387,6 +391,7 @@ struct sp_map {              /* a decided replacement, applied in bulk */
 struct sp_run {
 	uintptr_t start;
 	size_t pages;
+	size_t loose, nloose;  /* e->loose[loose..+nloose): its pages left unprotected */
 	bool frozen;
 };
 

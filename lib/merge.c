@@ -123,8 +123,37 @@ void _sp_vmas_recount(sp_engine *e, bool after_merges)
 
 /* ------------------------------------------------------------ freeze/thaw */
 
-static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
+/* Pages of a run that stay unprotected while it is frozen: hot pages in its
+ * gaps (never jobs). The rest of the run, in pieces between them, gets fn;
+ * stops at the first failure. */
+static int for_each_guarded(sp_engine *e, const struct sp_run *run,
+			    int (*fn)(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats), uint8_t *cats)
 {
+	uintptr_t at = run->start, end = run->start + run->pages * SP_PAGE;
+	for (size_t i = 0; i <= run->nloose; i++) {
+		uintptr_t to = i < run->nloose ? e->loose[run->loose + i] : end;
+		if (to > at) {
+			int r = fn(e, at, to, cats ? cats + (at - run->start) / SP_PAGE : NULL);
+			if (r)
+				return r;
+		}
+		at = to + SP_PAGE;
+	}
+	return 0;
+}
+
+static int protect(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
+{
+	(void)cats;
+	return _sp_uffd_wp(e->uffd.freeze, start, end - start, true);
+}
+
+/* Move a run to the freeze uffd and write-protect it (but its loose pages):
+ * from here a writer of its pages waits until thaw_run(). */
+static int freeze_run(sp_engine *e, const struct sp_run *run)
+{
+	uintptr_t start = run->start;
+	size_t len = run->pages * SP_PAGE;
 	int r;
 	if (e->tracking) {
 		r = _sp_uffd_unregister(e->uffd.track, start, len);
@@ -136,13 +165,18 @@ static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
 			return r;
 		}
 	}
-	r = _sp_uffd_wp(e->uffd.freeze, start, len, true);
+	r = for_each_guarded(e, run, protect, NULL);
 	if (r) {
 		/* Part of the run is no longer our VMA: undo and report. */
 		if (e->tracking) {
 			_sp_uffd_unregister(e->uffd.freeze, start, len);
 			_sp_uffd_wake(e->uffd.freeze, start, len);
 			_sp_track_register(e, start, len, true);
+		} else {
+			/* Pieces before the failing one are protected already. */
+			for (uintptr_t a = start; a < start + len; a += SP_PAGE)
+				_sp_uffd_wp(e->uffd.freeze, a, SP_PAGE, false);
+			_sp_uffd_wake(e->uffd.freeze, start, len);
 		}
 		return r;
 	}
@@ -150,9 +184,12 @@ static int freeze_run(sp_engine *e, uintptr_t start, size_t len)
 }
 
 /* Let writers go and put the run back under tracking. cats (optional)
- * receives the pages' categories at re-arm time. */
-static void thaw_run(sp_engine *e, uintptr_t start, size_t len, bool reregister, uint8_t *cats)
+ * receives the pages' categories at re-arm time; loose pages are not
+ * re-armed (hot pages stay unprotected) and keep what cats held. */
+static void thaw_run(sp_engine *e, const struct sp_run *run, bool reregister, uint8_t *cats)
 {
+	uintptr_t start = run->start;
+	size_t len = run->pages * SP_PAGE;
 	if (e->tracking) {
 		if (_sp_uffd_unregister(e->uffd.freeze, start, len) != 0) {
 			/* Mapping calls can fail here (ENOMEM seen on VMs with no
@@ -166,7 +203,7 @@ static void thaw_run(sp_engine *e, uintptr_t start, size_t len, bool reregister,
 		}
 		_sp_uffd_wake(e->uffd.freeze, start, len);
 		if (reregister && _sp_uffd_register(e->uffd.track, start, len, true) == 0)
-			arm(e, start, start + len, cats);
+			for_each_guarded(e, run, arm, cats);
 		return;
 	}
 	/* Checksum mode: pages stay on the freeze uffd; replaced ones need it again. */
@@ -401,10 +438,14 @@ static void sort_addrs(uintptr_t *a, size_t n)
 
 /* May the pages [from, to) between two runs be frozen with them? Freezing
  * a gap costs its writers a short wait, but one freeze per run is most of
- * a scattered merge's system calls. Only quiet pages of one range. */
+ * a scattered merge's system calls. Quiet pages of one range, and hot ones:
+ * those are neither protected nor re-armed (run->loose), so their writers
+ * never wait; with write tracking nothing is lost, since a hot page is
+ * checksummed, not tracked. Pages just written or copied, or not yet seen,
+ * end the run: they may be written again soon, and must not wait. */
 #define GAP_PAGES 32
 
-static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to)
+static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *run, size_t *nloose)
 {
 	if (to - from > GAP_PAGES * SP_PAGE)
 		return false;
@@ -412,11 +453,21 @@ static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to)
 	struct sp_range *r = _sp_range_at(e, from - SP_PAGE, &rid);
 	if (!r || _sp_range_at(e, to, &rid2) != r)
 		return false;
+	size_t hot = 0;
 	for (uintptr_t a = from; a < to; a += SP_PAGE) {
 		const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-		if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED || pg->state == SP_PG_NEW)
+		if (pg->hot && e->tracking && (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_HOLE))
+			hot++;
+		else if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED || pg->state == SP_PG_NEW)
 			return false;
 	}
+	if (*nloose + hot > 2 * SP_MAX_JOBS)
+		return false;
+	for (uintptr_t a = from; hot && a < to; a += SP_PAGE)
+		if (r->pg[(a - r->start) / SP_PAGE].hot) {
+			e->loose[(*nloose)++] = a;
+			run->nloose++;
+		}
 	return true;
 }
 
@@ -436,7 +487,7 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 		n = SP_MAX_JOBS;
 	uintptr_t *addrs = e->addrs;
 	struct sp_run *runs = e->runs;
-	size_t na = 0, nruns = 0;
+	size_t na = 0, nruns = 0, nloose = 0;
 	for (size_t i = 0; i < n; i++) {
 		addrs[na++] = page_addr(e, jobs[i].rid, jobs[i].page);
 		if (jobs[i].kind == SP_JOB_PAIR)
@@ -446,14 +497,17 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 	for (size_t i = 0; i < na; i++) {
 		if (nruns && addrs[i] < runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE)
 			continue;  /* duplicate */
-		uintptr_t end = nruns ? runs[nruns - 1].start + runs[nruns - 1].pages * SP_PAGE : 0;
-		if (nruns && (addrs[i] == end || gap_ok(e, end, addrs[i])))
-			runs[nruns - 1].pages = (addrs[i] - runs[nruns - 1].start) / SP_PAGE + 1;
+		struct sp_run *last = nruns ? &runs[nruns - 1] : NULL;
+		uintptr_t end = last ? last->start + last->pages * SP_PAGE : 0;
+		/* A run's categories must fit in e->cats. */
+		if (last && (addrs[i] - last->start) / SP_PAGE < SP_CATS &&
+		    (addrs[i] == end || gap_ok(e, end, addrs[i], last, &nloose)))
+			last->pages = (addrs[i] - last->start) / SP_PAGE + 1;
 		else
-			runs[nruns++] = (struct sp_run){ addrs[i], 1, false };
+			runs[nruns++] = (struct sp_run){ addrs[i], 1, nloose, 0, false };
 	}
 	for (size_t i = 0; i < nruns; i++)
-		runs[i].frozen = freeze_run(e, runs[i].start, runs[i].pages * SP_PAGE) == 0;
+		runs[i].frozen = freeze_run(e, &runs[i]) == 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct sp_job *j = &jobs[i];
@@ -474,7 +528,7 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 		if (!runs[i].frozen)
 			continue;
 		memset(cats, PAGE_IS_PRESENT | PAGE_IS_FILE, runs[i].pages);
-		thaw_run(e, runs[i].start, runs[i].pages * SP_PAGE, true, e->tracking ? cats : NULL);
+		thaw_run(e, &runs[i], true, e->tracking ? cats : NULL);
 		if (!e->tracking)
 			continue;
 		for (size_t p = 0; p < runs[i].pages; p++) {
@@ -515,7 +569,8 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 		_sp_meta_free(scratch, len);
 		return rc == -EFAULT || rc == -ENOMEM ? -ENOMEM : rc;
 	}
-	rc = freeze_run(e, start, len);
+	struct sp_run run = { start, k, 0, 0, false };
+	rc = freeze_run(e, &run);
 	if (rc) {
 		_sp_meta_free(scratch, len);
 		return rc;
@@ -527,7 +582,7 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 	if (!rc)
 		rc = _sp_meta_move_to(scratch, len, (void *)start);
 	if (rc) {
-		thaw_run(e, start, len, true, NULL);
+		thaw_run(e, &run, true, NULL);
 		_sp_meta_free(scratch, len);
 		return rc;
 	}
@@ -538,7 +593,7 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 			_sp_page_forget(e, rid, i);
 		_sp_page_set_state(e, pg, SP_PG_WRITTEN);
 	}
-	thaw_run(e, start, len, keep, NULL);
+	thaw_run(e, &run, keep, NULL);
 	return 0;
 }
 

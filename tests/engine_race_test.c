@@ -11,6 +11,7 @@
  * sets minutes). Run one alone: build/tests/engine_race_test.t NAME
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -506,10 +507,146 @@ static void test_syscall_writes_race_merges(void **state)
 	world_free(w);
 }
 
+/* ---------------------------------------------- hot pages inside freeze runs */
+
+/* Every fourth page is written all the time (hot); the three between are
+ * duplicates, merged and now and then rewritten with another duplicate
+ * content. The scanner freezes the
+ * pages it merges together with the gaps between them but leaves hot pages
+ * unprotected, so that their writers never wait. Once the first merges are
+ * done, every mmap is made 20 ms late: merging again what the cold writer
+ * broke then takes the scanner all its time, and a write to a page in a
+ * merge's window between compare and mapping is likely; a page wrongly
+ * left unprotected (a job page beside a hot one, say) loses writes in
+ * every run. */
+#define HB_PAGES 1024
+
+struct hb {
+	uint8_t *mem;
+	struct shadow shadow[HB_PAGES];
+	atomic_bool stop;
+	atomic_ulong hot_writes, cold_writes, bad;
+};
+
+static void *hb_hot(void *arg)
+{
+	struct hb *h = arg;
+	uint64_t v = 1;
+	while (!atomic_load(&h->stop))
+		for (size_t i = 0; i < HB_PAGES; i += 4) {
+			uint8_t *p = h->mem + i * PG;
+			size_t slot = v % STAMP_SLOTS;
+			memcpy(p + slot * (PG / STAMP_SLOTS), &v, 8);
+			h->shadow[i].stamp[slot] = v++;
+			atomic_fetch_add(&h->hot_writes, 1);
+			if (!page_ok(p, &h->shadow[i]))
+				atomic_fetch_add(&h->bad, 1);
+		}
+	return NULL;
+}
+
+struct hb_cold_arg {
+	struct hb *h;
+	unsigned id;  /* of HB_COLD writers: each owns the groups of four id, id+HB_COLD, ... */
+};
+#define HB_COLD 4
+
+static void *hb_cold(void *arg)
+{
+	struct hb_cold_arg *a = arg;
+	struct hb *h = a->h;
+	uint64_t s = 0x2545f4914f6cdd1dull * (a->id + 1);
+	while (!atomic_load(&h->stop)) {
+		/* Mostly the page right after a hot one: a run's piece starts there.
+		 * Writers blocked by a freeze wait; the others go on. */
+		size_t group = (rnd(&s) % (HB_PAGES / 4 / HB_COLD)) * HB_COLD + a->id;
+		size_t i = group * 4 + (rnd(&s) % 4 ? 1 : 2 + rnd(&s) % 2);
+		uint8_t *p = h->mem + i * PG;
+		/* Another duplicate content: the page can merge again at once. */
+		fill_page(p, &h->shadow[i], (uint8_t)(2 + (h->shadow[i].base - 1) % 3));
+		atomic_fetch_add(&h->cold_writes, 1);
+		if (!page_ok(p, &h->shadow[i]))
+			atomic_fetch_add(&h->bad, 1);
+		usleep(5000);
+	}
+	return NULL;
+}
+
+static int64_t hb_sample(sp_engine *e, int counter)
+{
+	sp_sample smp;
+	sp_engine_sample(e, &smp);
+	return smp.value[counter];
+}
+
+static void test_hot_pages_between_merges(void **state)
+{
+	(void)state;
+	struct hb *h = calloc(1, sizeof(*h));
+	sp_engine *e;
+	if (sp_engine_new(0, &e)) {
+		free(h);
+		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel");
+	}
+	h->mem = mmap(NULL, HB_PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(h->mem != MAP_FAILED);
+	for (size_t i = 0; i < HB_PAGES; i++)
+		fill_page(h->mem + i * PG, &h->shadow[i], (uint8_t)(i % 4 ? 1 + i % 4 : 0x80 + i / 4 % 64));
+	assert_int_equal(sp_madvise(e, h->mem, HB_PAGES * PG, MADV_MERGEABLE), 0);
+	pthread_t hot, cold[HB_COLD];
+	struct hb_cold_arg cold_arg[HB_COLD];
+	pthread_create(&hot, NULL, hb_hot, h);
+	sp_setting go[] = { { "pages_to_scan", "100000" }, { "sleep_millisecs", "0" }, { "run", "1" } };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, go, 3, 0, &d), 0);
+	/* The pages between the hot ones merge, hot pages in the gaps. */
+	int64_t first = 0;
+	for (int t = 0; t < 1000 && first <= HB_PAGES / 2; t++) {
+		usleep(10000);
+		first = hb_sample(e, SP_PAGES_SHARING);
+	}
+	assert_true(first > HB_PAGES / 2);
+	for (unsigned c = 0; c < HB_COLD; c++) {
+		cold_arg[c] = (struct hb_cold_arg){ h, c };
+		pthread_create(&cold[c], NULL, hb_cold, &cold_arg[c]);
+	}
+	int64_t cow_before = hb_sample(e, SP_COW_KSM);
+	_sp_fault_set("mmap:SLEEP20000:1+");
+	usleep((useconds_t)((race_seconds() < 3 ? 3 : race_seconds()) * 1e6));
+	atomic_store(&h->stop, true);
+	pthread_join(hot, NULL);
+	for (unsigned c = 0; c < HB_COLD; c++)
+		pthread_join(cold[c], NULL);
+	int64_t cows = hb_sample(e, SP_COW_KSM) - cow_before, sharing = hb_sample(e, SP_PAGES_SHARING);
+	_sp_fault_set(NULL);
+	for (size_t i = 0; i < HB_PAGES; i++)
+		if (!page_ok(h->mem + i * PG, &h->shadow[i])) {
+			atomic_fetch_add(&h->bad, 1);
+			print_message("page %zu wrong at the end\n", i);
+		}
+	/* What was merged again while mmap was slow: sharing now, less what
+	 * was left of the first merges after the writes broke some. */
+	int64_t again = sharing - (first - cows);
+	print_message("%lu hot writes, %lu cold writes, %lu wrong; pages_sharing %lld then %lld, "
+		      "%lld copied on write, %lld merged again\n",
+		      atomic_load(&h->hot_writes), atomic_load(&h->cold_writes), atomic_load(&h->bad),
+		      (long long)first, (long long)sharing, (long long)cows, (long long)again);
+	assert_int_equal(atomic_load(&h->bad), 0);
+	/* The race was real: writes broke merged pages and merges went on. */
+	assert_true(cows > 0);
+	assert_true(again > 0);
+	assert_int_equal(sp_engine_free(e), 0);
+	for (size_t i = 0; i < HB_PAGES; i++)
+		assert_true(page_ok(h->mem + i * PG, &h->shadow[i]));
+	munmap(h->mem, HB_PAGES * PG);
+	free(h);
+}
+
 int main(int argc, char **argv)
 {
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_writers_race_merges),
+		cmocka_unit_test(test_hot_pages_between_merges),
 		cmocka_unit_test(test_unmerge_all_under_writes),
 		cmocka_unit_test(test_discard_races_merges),
 		cmocka_unit_test(test_remap_races_merges),
