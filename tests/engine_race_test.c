@@ -168,11 +168,11 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-static struct world *world_new(size_t extra_pages)
+static struct world *world_new_flags(size_t extra_pages, unsigned flags)
 {
 	struct world *w = calloc(1, sizeof(*w));
 	sp_engine *e;
-	int r = sp_engine_new(0, &e);
+	int r = sp_engine_new(flags, &e);
 	if (r) {
 		free(w);
 		return NULL;
@@ -252,10 +252,11 @@ static void world_free(struct world *w)
 	free(w);
 }
 
-#define WORLD(w, extra)                                                             \
-	struct world *w = world_new(extra);                                         \
+#define WORLD_FLAGS(w, extra, flags)                                                \
+	struct world *w = world_new_flags(extra, flags);                            \
 	if (!w)                                                                     \
 		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel")
+#define WORLD(w, extra) WORLD_FLAGS(w, extra, 0)
 
 /* ------------------------------------------------------------ scenarios */
 
@@ -263,6 +264,19 @@ static void test_writers_race_merges(void **state)
 {
 	(void)state;
 	WORLD(w, 0);
+	world_run(w, NULL, 1);
+	world_free(w);
+}
+
+/* The same without write tracking: the kernel's two-pass checksum rule,
+ * where pages stay on the freeze uffd between merges. */
+static void test_writers_race_merges_checksum(void **state)
+{
+	(void)state;
+	WORLD_FLAGS(w, 0, SP_ENGINE_CHECKSUM);
+	sp_engine_info info;
+	sp_engine_info_get(w->e, &info);
+	assert_string_equal(info.change_detection, "checksum");
 	world_run(w, NULL, 1);
 	world_free(w);
 }
@@ -646,6 +660,7 @@ int main(int argc, char **argv)
 {
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_writers_race_merges),
+		cmocka_unit_test(test_writers_race_merges_checksum),
 		cmocka_unit_test(test_hot_pages_between_merges),
 		cmocka_unit_test(test_unmerge_all_under_writes),
 		cmocka_unit_test(test_discard_races_merges),
