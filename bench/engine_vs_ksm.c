@@ -40,6 +40,7 @@ struct opts {
 	struct phase_cfg base;     /* everything but the merger and the pace */
 	struct config cfg[2];
 	bool run_cfg[2];
+	bool engine_only;          /* profiling: no kernel phase, no verdicts */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -76,7 +77,9 @@ static void usage(FILE *f)
 	      "                          no-changes window (30)\n"
 	      "  --settle-seconds S      and at least this long (0)\n"
 	      "  --baseline-seconds S    writer alone before merging starts (2)\n"
-	      "  --verbose               progress on stderr\n",
+	      "  --verbose               progress on stderr\n"
+	      "  --engine-only           the engine's phases alone, to profile it: no kernel\n"
+	      "                          phase, no ratios, no verdicts; root not needed\n",
 	      f);
 }
 
@@ -84,7 +87,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_SIZE = 256, O_DUP, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_REGIONS, O_CLUSTER,
 	       O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP, O_MPS,
-	       O_SMART, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_HELP };
+	       O_SMART, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_ENGINE_ONLY, O_HELP };
 	static const struct option lo[] = {
 		{ "size", 1, 0, O_SIZE }, { "dup", 1, 0, O_DUP }, { "zero", 1, 0, O_ZERO },
 		{ "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -99,6 +102,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "settle-scans", 1, 0, O_SETTLE },
 		{ "settle-seconds", 1, 0, O_SETTLE_S },
 		{ "baseline-seconds", 1, 0, O_BASELINE }, { "verbose", 0, 0, O_VERBOSE },
+		{ "engine-only", 0, 0, O_ENGINE_ONLY },
 		{ "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
 	};
 	struct phase_cfg *c = &o->base;
@@ -139,6 +143,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_SETTLE_S: ok = arg_num(optarg, 0, 3600, &c->settle_seconds); break;
 		case O_BASELINE: ok = arg_num(optarg, 0, 3600, &c->baseline_seconds); break;
 		case O_VERBOSE: c->verbose = true; break;
+		case O_ENGINE_ONLY: o->engine_only = true; break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -312,6 +317,42 @@ static void print_header(int argc, char **argv, const struct opts *o)
 	       o->base.settle_seconds);
 }
 
+/* --engine-only: what a profile of the engine needs to line up with, and
+ * nothing judged (a ratio needs the kernel's phase of the same run). */
+static int engine_only(const struct opts *o, int argc, char **argv)
+{
+	print_header(argc, argv, o);
+	int status = 0;
+	for (int ci = 0; ci < 2 && !interrupted; ci++) {
+		if (!o->run_cfg[ci])
+			continue;
+		struct phase_cfg c = o->base;
+		c.engine = true;
+		c.pages_to_scan = o->cfg[ci].pages_to_scan;
+		c.sleep_ms = o->cfg[ci].sleep_ms;
+		fprintf(stderr, "engine_vs_ksm: %s, engine...\n", o->cfg[ci].name);
+		struct phase_result e;
+		if (!run_child(&c, &e)) {
+			status = 1;
+			continue;
+		}
+		printf("\n== %s: pages_to_scan=%ld sleep_millisecs=%ld, engine only ==\n", o->cfg[ci].name,
+		       c.pages_to_scan, c.sleep_ms);
+		printf("  %-46s %s\n", "change detection", e.detection);
+		printf("  %-46s %.2f / %.2f\n", "time to 90% / 99% (s)", e.t90, e.t99);
+		printf("  %-46s %.3f / %.3f\n", "merger CPU to 90% / 99% (s)", e.cpu90, e.cpu99);
+		printf("  %-46s %.3f / %.3f / %.1f\n", "writer p50 / p99 / max while converging (us)", tbl_us(e.p50),
+		       tbl_us(e.p99), tbl_us(e.pmax));
+		printf("  %-46s %.1f / %.1f (possible %.1f)\n", "saved at end: counters / PSS drop (MiB)",
+		       (double)e.saved_end * WL_PAGE / MIB, (double)(e.pss_before - e.pss_after) / MIB,
+		       (double)e.possible * WL_PAGE / MIB);
+		printf("  %-46s %.3f\n", "steady, no changes: CPU per full scan (ms)",
+		       e.s2_scans > 0 ? 1000 * e.s2_cpu / (double)e.s2_scans : -1);
+		printf("  %-46s %d\n", "VMAs at end", e.vmas_end);
+	}
+	return interrupted ? 128 + interrupted : status;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = {
@@ -327,6 +368,12 @@ int main(int argc, char **argv)
 	};
 	if (parse_opts(argc, argv, &o))
 		return 2;
+	if (o.engine_only) {
+		struct sigaction sa = { .sa_handler = on_signal };
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+		return engine_only(&o, argc, argv);
+	}
 	if (geteuid() != 0) {
 		fprintf(stderr, "engine_vs_ksm: needs root: it drives the kernel's KSM\n");
 		return 2;
