@@ -63,8 +63,6 @@ struct sp_daemon {
 	uint32_t pf_slot[1 + SP_MAX_CLIENTS];
 };
 
-
-
 static void logmsg(sp_daemon *d, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void logmsg(sp_daemon *d, int level, const char *fmt, ...)
