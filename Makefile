@@ -201,7 +201,7 @@ clean:
 
 # Benchmarks (bench/, docs/performance.md): built and run only on request,
 # never by `make` or `make check`. `make bench-run BENCH_ARGS=--help`.
-BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase probe workload ksm_knobs table args)
+BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase floor probe workload ksm_knobs table args)
 BENCH_PROG = $(BUILD)/bench/engine_vs_ksm
 BENCH_ARGS ?=
 .PHONY: bench bench-run

@@ -41,6 +41,8 @@ struct opts {
 	struct config cfg[2];
 	bool run_cfg[2];
 	bool engine_only;          /* profiling: no kernel phase, no verdicts */
+	bool floor;                /* the kernel against the mapping floor (floor.c) */
+	unsigned rounds;           /* --floor: kernel, floor, kernel, floor... */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -79,7 +81,11 @@ static void usage(FILE *f)
 	      "  --baseline-seconds S    writer alone before merging starts (2)\n"
 	      "  --verbose               progress on stderr\n"
 	      "  --engine-only           the engine's phases alone, to profile it: no kernel\n"
-	      "                          phase, no ratios, no verdicts; root not needed\n",
+	      "                          phase, no ratios, no verdicts; root not needed\n"
+	      "  --floor                 the kernel against the mapping floor instead of the\n"
+	      "                          engine: only the mmap/MADV_DONTNEED calls any merger\n"
+	      "                          through mappings needs, planned from the image\n"
+	      "  --rounds N              --floor: kernel and floor phases, alternating (3)\n",
 	      f);
 }
 
@@ -87,7 +93,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_SIZE = 256, O_DUP, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_REGIONS, O_CLUSTER,
 	       O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP, O_MPS,
-	       O_SMART, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_ENGINE_ONLY, O_HELP };
+	       O_SMART, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_ENGINE_ONLY,
+	       O_FLOOR, O_ROUNDS, O_HELP };
 	static const struct option lo[] = {
 		{ "size", 1, 0, O_SIZE }, { "dup", 1, 0, O_DUP }, { "zero", 1, 0, O_ZERO },
 		{ "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -102,12 +109,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "settle-scans", 1, 0, O_SETTLE },
 		{ "settle-seconds", 1, 0, O_SETTLE_S },
 		{ "baseline-seconds", 1, 0, O_BASELINE }, { "verbose", 0, 0, O_VERBOSE },
-		{ "engine-only", 0, 0, O_ENGINE_ONLY },
+		{ "engine-only", 0, 0, O_ENGINE_ONLY }, { "floor", 0, 0, O_FLOOR },
+		{ "rounds", 1, 0, O_ROUNDS },
 		{ "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
 	};
 	struct phase_cfg *c = &o->base;
 	struct wl_params *w = &c->wl;
-	bool unique_given = false;
+	bool unique_given = false, rounds_given = false;
 	double v;
 	int ch, idx = 0;
 	while ((ch = getopt_long(argc, argv, "", lo, &idx)) != -1) {
@@ -144,6 +152,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_BASELINE: ok = arg_num(optarg, 0, 3600, &c->baseline_seconds); break;
 		case O_VERBOSE: c->verbose = true; break;
 		case O_ENGINE_ONLY: o->engine_only = true; break;
+		case O_FLOOR: o->floor = true; break;
+		case O_ROUNDS: {
+			double n;
+			ok = arg_num(optarg, 1, 100, &n) && n == (unsigned)n;
+			o->rounds = (unsigned)n;
+			rounds_given = true;
+			break;
+		}
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -158,10 +174,23 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (!arg_shares_finish(w->share, unique_given, PROG))
 		return -1;
+	if (rounds_given && !o->floor) {
+		fprintf(stderr, "engine_vs_ksm: --rounds goes with --floor\n");
+		return -1;
+	}
+	if (o->floor && o->engine_only) {
+		fprintf(stderr, "engine_vs_ksm: --floor and --engine-only exclude each other\n");
+		return -1;
+	}
 	return 0;
 }
 
 /* ------------------------------------------------------------ phases */
+
+static const char *phase_name(const struct phase_cfg *c)
+{
+	return c->floor ? "floor" : c->engine ? "engine" : "kernel";
+}
 
 /* Run one phase in a child; false if it could not be measured. */
 static bool run_child(const struct phase_cfg *c, struct phase_result *r)
@@ -183,7 +212,10 @@ static bool run_child(const struct phase_cfg *c, struct phase_result *r)
 		signal(SIGHUP, SIG_DFL);
 		close(p[0]);
 		static struct phase_result res;
-		phase_run(c, &res);
+		if (c->floor)
+			floor_run(c, &res);
+		else
+			phase_run(c, &res);
 		const char *b = (const char *)&res;
 		for (size_t off = 0; off < sizeof(res);) {
 			ssize_t w = write(p[1], b + off, sizeof(res) - off);
@@ -214,13 +246,12 @@ static bool run_child(const struct phase_cfg *c, struct phase_result *r)
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		kill(pid, SIGKILL);
 	if (got != sizeof(*r)) {
-		fprintf(stderr, "engine_vs_ksm: the %s phase died (%s)\n", c->engine ? "engine" : "kernel",
+		fprintf(stderr, "engine_vs_ksm: the %s phase died (%s)\n", phase_name(c),
 			WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "no result");
 		return false;
 	}
 	if (r->status) {
-		fprintf(stderr, "engine_vs_ksm: the %s phase failed: %s\n", c->engine ? "engine" : "kernel",
-			r->error);
+		fprintf(stderr, "engine_vs_ksm: the %s phase failed: %s\n", phase_name(c), r->error);
 		return false;
 	}
 	return true;
@@ -270,6 +301,8 @@ static int report(const struct config *cfg, const struct phase_result *k, const 
 	tbl_num("  dup rewrites timed", "%.0f", (double)k->ndup, (double)e->ndup, false);
 	tbl_num("writer preempted while converging (times)", "%.0f", (double)k->writer_preempted,
 		(double)e->writer_preempted, false);
+	tbl_num("writer page faults while converging", "%.0f", (double)k->writer_faults,
+		(double)e->writer_faults, false);
 	tbl_num("writer store p99, steady, writer on (us)", "%.3f", tbl_us(k->steady_p99), tbl_us(e->steady_p99), true);
 	tbl_num("  dup-page rewrites: p50 (us)", "%.2f", tbl_us(k->steady_dup_p50), tbl_us(e->steady_dup_p50), true);
 	tbl_num("  dup-page rewrites: p99 (us)", "%.2f", tbl_us(k->steady_dup_p99), tbl_us(e->steady_dup_p99), true);
@@ -308,13 +341,16 @@ static void print_header(int argc, char **argv, const struct opts *o)
 	printf("workload: %.0f MiB in %u regions, dup %.0f%% (of %u contents), zero %.0f%%, unique %.0f%%, "
 	       "volatile %.0f%%, cluster %u\n"
 	       "writer: %.0f stores/s into volatile pages, %.0f same-value stores/s into dup pages\n"
-	       "both mergers: use_zero_pages=%d max_page_sharing=%u smart_scan=%d advisor_mode=none\n"
-	       "steady windows: %.0f s each; the no-changes one after %u full scans and %.0f s to settle\n",
+	       "both mergers: use_zero_pages=%d max_page_sharing=%u smart_scan=%d advisor_mode=none\n",
 	       (double)w->pages * WL_PAGE / MIB, w->regions, 100 * w->share[WL_DUP], w->distinct,
 	       100 * w->share[WL_ZERO], 100 * w->share[WL_UNIQUE], 100 * w->share[WL_VOLATILE],
 	       w->cluster, o->base.write_rate, o->base.dup_write_rate, o->base.use_zero_pages,
-	       o->base.max_page_sharing, o->base.smart_scan, o->base.steady_seconds, o->base.settle_scans,
-	       o->base.settle_seconds);
+	       o->base.max_page_sharing, o->base.smart_scan);
+	if (o->floor)
+		printf("--floor: the kernel's phases stop once converged; %u rounds, alternating\n", o->rounds);
+	else
+		printf("steady windows: %.0f s each; the no-changes one after %u full scans and %.0f s to settle\n",
+		       o->base.steady_seconds, o->base.settle_scans, o->base.settle_seconds);
 }
 
 /* --engine-only: what a profile of the engine needs to line up with, and
@@ -343,6 +379,8 @@ static int engine_only(const struct opts *o, int argc, char **argv)
 		printf("  %-46s %.3f / %.3f\n", "merger CPU to 90% / 99% (s)", e.cpu90, e.cpu99);
 		printf("  %-46s %.3f / %.3f / %.1f\n", "writer p50 / p99 / max while converging (us)", tbl_us(e.p50),
 		       tbl_us(e.p99), tbl_us(e.pmax));
+		printf("  %-46s %lld in %llu stores\n", "writer page faults while converging",
+		       (long long)e.writer_faults, (unsigned long long)e.nwrites);
 		printf("  %-46s %.1f / %.1f (possible %.1f)\n", "saved at end: counters / PSS drop (MiB)",
 		       (double)e.saved_end * WL_PAGE / MIB, (double)(e.pss_before - e.pss_after) / MIB,
 		       (double)e.possible * WL_PAGE / MIB);
@@ -351,6 +389,76 @@ static int engine_only(const struct opts *o, int argc, char **argv)
 		printf("  %-46s %d\n", "VMAs at end", e.vmas_end);
 	}
 	return interrupted ? 128 + interrupted : status;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* --floor: the kernel's KSM against the mapping floor, in alternating
+ * rounds so that the machine's noise falls on both alike. Each kernel
+ * phase stops once converged. 0, or 1 if a phase could not be measured. */
+static int floor_rounds(const struct opts *o, sp_ksm *k)
+{
+	int status = 0;
+	for (int ci = 0; ci < 2 && !interrupted; ci++) {
+		if (!o->run_cfg[ci])
+			continue;
+		struct phase_cfg c = o->base;
+		c.pages_to_scan = o->cfg[ci].pages_to_scan;
+		c.sleep_ms = o->cfg[ci].sleep_ms;
+		c.converge_only = true;
+		struct ksm_pace pace = { c.pages_to_scan, c.sleep_ms, c.use_zero_pages, c.smart_scan,
+					 c.max_page_sharing };
+		printf("\n== %s: pages_to_scan=%ld sleep_millisecs=%ld, kernel KSM against the mapping floor ==\n",
+		       o->cfg[ci].name, c.pages_to_scan, c.sleep_ms);
+		printf("  %-5s %11s %11s %8s %11s %11s %8s %9s %9s\n", "", "CPU to 99%", "", "", "writer p99",
+		       "", "", "VMAs at", "");
+		printf("  %-5s %11s %11s %8s %11s %11s %8s %9s %9s\n", "round", "kernel (s)", "floor (s)",
+		       "fl/kern", "kernel (us)", "floor (us)", "fl/kern", "end (fl)", "faults");
+		double cpu_ratio[100], p99_ratio[100];
+		unsigned n = 0;
+		for (unsigned round = 1; round <= o->rounds && !interrupted; round++) {
+			struct phase_result kr, fr;
+			c.floor = false;
+			c.engine = false;
+			fprintf(stderr, "engine_vs_ksm: %s, round %u, kernel KSM...\n", o->cfg[ci].name, round);
+			bool ok = ksm_prepare(k, &pace, PROG) == 0 && run_child(&c, &kr);
+			sp_diag d;
+			sp_ksm_set_run(k, 2, &d);
+			c.floor = true;
+			if (ok && !interrupted) {
+				fprintf(stderr, "engine_vs_ksm: %s, round %u, floor...\n", o->cfg[ci].name, round);
+				ok = run_child(&c, &fr);
+			}
+			if (!ok || interrupted) {
+				status = 1;
+				break;
+			}
+			bool trusted = !kr.disturbed && kr.cpu99 > 0 && fr.cpu99 > 0;
+			printf("  %-5u %11.3f %11.3f %8.2f %11.2f %11.2f %8.2f %9d %9lld%s\n", round, kr.cpu99, fr.cpu99,
+			       fr.cpu99 / kr.cpu99, tbl_us(kr.p99), tbl_us(fr.p99), fr.p99 / kr.p99, fr.vmas_end,
+			       (long long)fr.writer_faults,
+			       kr.disturbed ? "  (kernel phase disturbed: not counted)" :
+			       kr.cpu99 > 0 ? "" : "  (the kernel did not converge: not counted)");
+			if (trusted) {
+				cpu_ratio[n] = fr.cpu99 / kr.cpu99;
+				p99_ratio[n++] = fr.p99 / kr.p99;
+			}
+		}
+		if (n)
+			printf("  median of %u rounds: floor/kernel CPU to 99%% %.2f, writer p99 %.2f\n", n,
+			       median(cpu_ratio, n), median(p99_ratio, n));
+	}
+	return status;
 }
 
 int main(int argc, char **argv)
@@ -365,6 +473,7 @@ int main(int argc, char **argv)
 		},
 		.cfg = { { "throttled (kernel defaults)", 100, 20 }, { "unthrottled", 25000, 0 } },
 		.run_cfg = { true, true },
+		.rounds = 3,
 	};
 	if (parse_opts(argc, argv, &o))
 		return 2;
@@ -399,6 +508,16 @@ int main(int argc, char **argv)
 	print_header(argc, argv, &o);
 	pid_t self = getpid();
 	ksm_warn_other_users(k, &self, 1, PROG);
+	if (o.floor) {
+		int st = floor_rounds(&o, k);
+		int restore = ksm_knobs_restore(k, &saved, PROG);
+		bench_lock_release(lock);
+		printf("\nload at end %.2f; KSM knobs %s\n", probe_loadavg(), restore ? "NOT all restored" : "restored");
+		sp_ksm_close(k);
+		if (interrupted)
+			return 128 + interrupted;
+		return st || restore;
+	}
 	static struct phase_result res[2][2];
 	bool have[2] = { false, false };
 	int status = 0;

@@ -38,7 +38,7 @@ struct merger {
 	pid_t tid;        /* engine: its scanner thread */
 };
 
-static void nap(long ns)
+void phase_nap(long ns)
 {
 	struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
 	nanosleep(&ts, NULL);
@@ -94,7 +94,7 @@ static bool m_wait_pass(const struct merger *m, double timeout)
 	int64_t start = m_full_scans(m);
 	double until = probe_now() + timeout;
 	while (probe_now() < until) {
-		nap(POLL_NS);
+		phase_nap(POLL_NS);
 		if (m_full_scans(m) != start)
 			return true;
 	}
@@ -206,7 +206,7 @@ static void converge(const struct merger *m, const struct phase_cfg *c, struct w
 {
 	pid_t wtid = atomic_load(&w->tid);
 	double t0 = probe_now(), cpu0 = m_cpu(m), wcpu0 = probe_thread_cpu(wtid);
-	int64_t pre0 = probe_thread_preempted(wtid);
+	int64_t pre0 = probe_thread_preempted(wtid), flt0 = probe_thread_faults(wtid);
 	double next_report = t0 + 5, next_check = t0 + 1;
 	r->t90 = r->t99 = r->cpu90 = r->cpu99 = -1;
 	if (m->engine) {
@@ -254,10 +254,11 @@ static void converge(const struct merger *m, const struct phase_cfg *c, struct w
 			r->saved_conv = saved;
 			break;
 		}
-		nap(POLL_NS);
+		phase_nap(POLL_NS);
 	}
 	r->writer_cpu = probe_thread_cpu(wtid) - wcpu0;
 	r->writer_preempted = probe_thread_preempted(wtid) - pre0;
+	r->writer_faults = probe_thread_faults(wtid) - flt0;
 }
 
 static void steady(const struct merger *m, const struct phase_cfg *c, struct wl_writer *w,
@@ -267,7 +268,7 @@ static void steady(const struct merger *m, const struct phase_cfg *c, struct wl_
 	double t = probe_now(), cpu = m_cpu(m);
 	int64_t scans = m_full_scans(m);
 	wl_writer_record(w, WL_REC_STEADY);
-	nap((long)(c->steady_seconds * 1e9));
+	phase_nap((long)(c->steady_seconds * 1e9));
 	wl_writer_record(w, WL_REC_OFF);
 	check_alone(m, c, r);
 	r->s1_wall = probe_now() - t;
@@ -327,7 +328,7 @@ static void final_counters(const struct merger *m, struct phase_result *r)
 		r->ksm_merging_pages = -1;
 }
 
-static void combine(struct wl_hist *out, const struct wl_hist *a, const struct wl_hist *b)
+void phase_hist_combine(struct wl_hist *out, const struct wl_hist *a, const struct wl_hist *b)
 {
 	*out = *a;
 	for (size_t i = 0; i < WL_HIST_BUCKETS; i++)
@@ -365,7 +366,7 @@ void phase_run(const struct phase_cfg *c, struct phase_result *r)
 		return;
 	}
 	wl_writer_record(&w, WL_REC_BASELINE);
-	nap((long)(c->baseline_seconds * 1e9));
+	phase_nap((long)(c->baseline_seconds * 1e9));
 	wl_writer_record(&w, WL_REC_CONVERGE);
 
 	r->vmas_before = probe_self_vmas();
@@ -373,7 +374,7 @@ void phase_run(const struct phase_cfg *c, struct phase_result *r)
 	r->avail_before = probe_mem_available();
 	converge(&m, c, &w, r);
 	wl_writer_record(&w, WL_REC_OFF);
-	if (r->status == 0)
+	if (r->status == 0 && !c->converge_only)
 		steady(&m, c, &w, r);
 	r->saved_end = m_saved(&m);
 	r->avail_after = probe_mem_available();
@@ -387,7 +388,7 @@ void phase_run(const struct phase_cfg *c, struct phase_result *r)
 	r->base_p99 = wl_hist_quantile(&w.vol[WL_REC_BASELINE], 0.99);
 	/* The writer's stores as a whole: both kinds in one distribution. */
 	static struct wl_hist all;
-	combine(&all, &w.vol[WL_REC_CONVERGE], &w.dup[WL_REC_CONVERGE]);
+	phase_hist_combine(&all, &w.vol[WL_REC_CONVERGE], &w.dup[WL_REC_CONVERGE]);
 	r->p50 = wl_hist_quantile(&all, 0.50);
 	r->p99 = wl_hist_quantile(&all, 0.99);
 	r->pmax = (double)all.max;
@@ -396,7 +397,7 @@ void phase_run(const struct phase_cfg *c, struct phase_result *r)
 	r->dup_p99 = wl_hist_quantile(&w.dup[WL_REC_CONVERGE], 0.99);
 	r->dup_max = (double)w.dup[WL_REC_CONVERGE].max;
 	r->ndup = w.dup[WL_REC_CONVERGE].n;
-	combine(&all, &w.vol[WL_REC_STEADY], &w.dup[WL_REC_STEADY]);
+	phase_hist_combine(&all, &w.vol[WL_REC_STEADY], &w.dup[WL_REC_STEADY]);
 	r->steady_p99 = wl_hist_quantile(&all, 0.99);
 	r->steady_dup_p50 = wl_hist_quantile(&w.dup[WL_REC_STEADY], 0.50);
 	r->steady_dup_p99 = wl_hist_quantile(&w.dup[WL_REC_STEADY], 0.99);

@@ -25,6 +25,8 @@ struct phase_cfg {
 	double settle_seconds;       /* and at least this long: hot pages cool in seconds */
 	double baseline_seconds;     /* writer alone before merging starts */
 	bool verbose;
+	bool converge_only;          /* stop once converged: no steady windows */
+	bool floor;                  /* not a merger: the mapping floor (floor.c) */
 };
 
 /* Everything measured, passed from the child to the parent as bytes. */
@@ -44,6 +46,7 @@ struct phase_result {
 	double conv_wall, conv_cpu;  /* to 99 % or to the timeout */
 	double writer_cpu;           /* the writer thread, same span */
 	int64_t writer_preempted;    /* times the writer lost its CPU, same span */
+	int64_t writer_faults;       /* page faults of the writer, same span */
 	double load_start, load_end; /* 1-minute load average around the phase */
 	int64_t saved_conv;          /* pages saved at the end of that span */
 	double max_read_wait;        /* longest reading of the counters (the
@@ -77,5 +80,15 @@ struct phase_result {
 /* Run the phase in the calling (child) process. Never returns an error:
  * r->status and r->error say what went wrong. */
 void phase_run(const struct phase_cfg *c, struct phase_result *r);
+
+/* The mapping floor on the same workload at the same pace (floor.c): only
+ * the mmap and MADV_DONTNEED calls a merger through mappings cannot do
+ * without, planned from the image. Fills the convergence, latency and VMA
+ * fields; r->status is not 0 if any page reads wrong afterwards. */
+void floor_run(const struct phase_cfg *c, struct phase_result *r);
+
+/* Shared by both. */
+void phase_nap(long ns);
+void phase_hist_combine(struct wl_hist *out, const struct wl_hist *a, const struct wl_hist *b);
 
 #endif

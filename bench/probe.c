@@ -145,6 +145,25 @@ int64_t probe_thread_preempted(pid_t tid)
 	return v;
 }
 
+int64_t probe_thread_faults(pid_t tid)
+{
+	char path[64], line[1024];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	char *ok = fgets(line, sizeof(line), f);
+	fclose(f);
+	/* The name (field 2) may hold spaces: count fields after its ')'. */
+	char *p = ok ? strrchr(line, ')') : NULL;
+	if (!p)
+		return -1;
+	long long minflt = -1, majflt = -1;
+	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %lld %*u %lld", &minflt, &majflt) != 2)
+		return -1;
+	return minflt + majflt;
+}
+
 static int cmp_pid(const void *a, const void *b)
 {
 	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;

@@ -42,6 +42,10 @@ pid_t probe_gettid(void);
  * switches): a writer that lost its CPU shows it in its latencies. */
 int64_t probe_thread_preempted(pid_t tid);
 
+/* Page faults (minor + major) thread tid of this process has taken: the
+ * engine's write tracking makes the program itself fault. */
+int64_t probe_thread_faults(pid_t tid);
+
 /* The 1-minute load average, or -1. */
 double probe_loadavg(void);
 

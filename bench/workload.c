@@ -40,6 +40,16 @@ static void fill_random(uint8_t *p, uint64_t tag, uint64_t *s)
 		w[i] = rnd(s);
 }
 
+int wl_pool_index(const struct wl_image *img, const uint8_t *page)
+{
+	uint64_t tag;
+	memcpy(&tag, page, sizeof(tag));
+	if ((tag & 0xffff000000000000ull) != TAG_POOL)
+		return -1;
+	uint64_t k = tag & 0xffffffffffffull;
+	return k < img->distinct ? (int)k : -1;
+}
+
 uint8_t *wl_page(const struct wl_image *img, size_t i)
 {
 	for (unsigned r = 0; r < img->nreg; r++) {

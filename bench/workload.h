@@ -64,6 +64,9 @@ int wl_build(const struct wl_params *p, struct wl_image *img, char *err, size_t 
 /* Address of page i of the image (pages are numbered across regions). */
 uint8_t *wl_page(const struct wl_image *img, size_t i);
 
+/* Which pool content a page holding a copy of one is (its tag), or -1. */
+int wl_pool_index(const struct wl_image *img, const uint8_t *page);
+
 /* Pages a perfect merger saves, with the kernel's accounting: a content
  * with n copies needs ceil(n / max_page_sharing) merged pages; zero pages
  * cost nothing with use_zero_pages=1 and are one more content without. */
