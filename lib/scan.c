@@ -383,7 +383,9 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 	uint64_t skipped_before = e->pages_skipped;
 	struct sp_range *r = e->ranges[rid];
 	uintptr_t start = r->start + first * SP_PAGE;
-	uint8_t *cats = e->cats;
+	/* Our own copy: a round of merges may run in the middle of the span
+	 * (flush_jobs), and freezing and thawing runs rewrite e->cats. */
+	uint8_t cats[SPAN_PAGES];
 	int rc = e->tracking ? span_categories(e, start, n, cats) : span_pagemap(e, start, n, cats);
 	if (rc && e->tracking && recover_span(e, start, n) == 0)
 		rc = span_categories(e, start, n, cats);
