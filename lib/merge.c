@@ -438,11 +438,12 @@ static void sort_addrs(uintptr_t *a, size_t n)
 
 /* May the pages [from, to) between two runs be frozen with them? Freezing
  * a gap costs its writers a short wait, but one freeze per run is most of
- * a scattered merge's system calls. Quiet pages of one range, and hot ones:
- * those are neither protected nor re-armed (run->loose), so their writers
- * never wait; with write tracking nothing is lost, since a hot page is
- * checksummed, not tracked. Pages just written or copied, or not yet seen,
- * end the run: they may be written again soon, and must not wait. */
+ * a scattered merge's system calls. Quiet pages of one range, and hot ones
+ * (pages on probation included): those are neither protected nor re-armed
+ * (run->loose), so their writers never wait; with write tracking nothing
+ * is lost, since a hot page is checksummed, not tracked. Pages just
+ * written or copied, or not yet seen, end the run: they may be written
+ * again soon, and must not wait. */
 #define GAP_PAGES 32
 
 static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *run, size_t *nloose)
@@ -456,7 +457,8 @@ static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *ru
 	size_t hot = 0;
 	for (uintptr_t a = from; a < to; a += SP_PAGE) {
 		const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-		if (pg->hot && e->tracking && (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_HOLE))
+		if (pg->hot && e->tracking &&
+		    (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_HOLE || pg->state == SP_PG_UNSHARED))
 			hot++;
 		else if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED || pg->state == SP_PG_NEW)
 			return false;

@@ -14,7 +14,7 @@ void _sp_page_set_state(sp_engine *e, struct sp_page *pg, uint8_t state)
 	e->state_count[pg->state]--;
 	e->state_count[state]++;
 	pg->state = state;
-	if (state == SP_PG_MERGED || state == SP_PG_HOLE || state == SP_PG_NEW) {
+	if (state == SP_PG_MERGED || state == SP_PG_HOLE || state == SP_PG_NEW || state == SP_PG_ZERO) {
 		pg->held = 0;  /* merged, or gone: a later hold-back is a new one */
 		pg->hot = 0;
 		pg->rewritten = 0;

@@ -247,17 +247,21 @@ static int recover_span(sp_engine *e, uintptr_t start, size_t n)
 	return _sp_track_register(e, start, n * SP_PAGE, true);
 }
 
+/* What visit_span() does with a page after written_page(). */
+enum { WP_REARM, WP_LEAVE, WP_STILL };
+
 /* A page PAGEMAP_SCAN reports written. A page found written twice within
  * about a second (passes that check hot pages are HOT_EVAL_NS apart, and
  * only those forget an earlier write) is hot: it is left unprotected, so
  * that the program's writes to it stop taking a write-protect fault per
  * pass, whatever the pass rate, and it is checksummed on those passes
- * until it held still over two of them; then it is protected again and
- * becomes a candidate. A page written a few times a second thus stays
- * hot, and one that stopped changing merges a second or two later, about
- * what the kernel's two-pass rule takes at its default pace. Returns true
- * when the page must not be re-armed by the caller. */
-static bool written_page(sp_engine *e, uint32_t rid, size_t i, bool present, size_t *njobs)
+ * until it held still over two of them; then the caller protects it
+ * (WP_STILL) and settle_page() makes it a candidate. A page written a few
+ * times a second thus stays hot, and one that stopped changing merges a
+ * second or two later, about what the kernel's two-pass rule takes at its
+ * default pace. A page on probation (hot and indexed, see first_contact())
+ * leaves the index when a check finds it changed. */
+static int written_page(sp_engine *e, uint32_t rid, size_t i, bool present)
 {
 	struct sp_range *r = e->ranges[rid];
 	struct sp_page *pg = &r->pg[i];
@@ -265,53 +269,67 @@ static bool written_page(sp_engine *e, uint32_t rid, size_t i, bool present, siz
 	if (pg->state == SP_PG_COWED || !present || own_page(addr)) {
 		if (pg->state != SP_PG_COWED)
 			set_written(e, rid, i, present);
-		return false;
+		return WP_REARM;
 	}
 	if (pg->hot) {
 		if (!e->hot_eval)
-			return true;
+			return WP_LEAVE;
 		uint64_t h = _sp_hash_page((const void *)addr);
 		if (h != pg->hash) {
+			if (pg->state == SP_PG_UNSHARED)
+				set_written(e, rid, i, true);
 			pg->hash = h;
 			pg->quiet = 0;
-			return true;  /* still changing */
+			return WP_LEAVE;  /* still changing */
 		}
 		if (!pg->quiet) {
 			pg->quiet = 1;
-			return true;
+			return WP_LEAVE;
 		}
-		/* Held still: protect it first, so that a write from now on
-		 * shows, then hash it for the index. */
-		pg->hot = 0;
-		pg->quiet = 0;
-		if (_sp_track_arm(e, addr, addr + SP_PAGE) != 0)
-			return false;
-		consider(e, rid, i, njobs);
-		return true;  /* armed already */
+		return WP_STILL;
 	}
 	if (pg->rewritten && (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_UNSHARED)) {
 		/* Written, protected again, and written again within about a
-		 * second (or within a second of being protected at first
-		 * contact): leave it unprotected. */
+		 * second: leave it unprotected. */
 		if (pg->state == SP_PG_UNSHARED)
 			set_written(e, rid, i, true);
 		pg->hot = 1;
 		pg->quiet = 0;
 		pg->hash = _sp_hash_page((const void *)addr);
-		return true;
+		return WP_LEAVE;
 	}
 	set_written(e, rid, i, true);
 	pg->rewritten = 1;
-	return false;
+	return WP_REARM;
+}
+
+/* A hot page that held still, now protected: a write from here on shows,
+ * so its content is read once more and trusted. A page on probation that
+ * was indexed with that very content stays in the index as it is. */
+static void settle_page(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
+{
+	struct sp_range *r = e->ranges[rid];
+	struct sp_page *pg = &r->pg[i];
+	pg->hot = 0;
+	pg->quiet = 0;
+	if (pg->state == SP_PG_UNSHARED) {
+		if (_sp_hash_page((const void *)(r->start + i * SP_PAGE)) == pg->hash)
+			return;
+		set_written(e, rid, i, true);
+	}
+	consider(e, rid, i, njobs);
 }
 
 /* First contact with a page: memory is registered unarmed, so a new page
  * always reads as written. The kernel's rule then: hash it, and at the
- * next visit a page with the same hash is protected (by the caller, which
- * then hashes it again for the index: no write can slip between) while one
- * that changed becomes hot without ever having been protected, so memory
- * the program keeps writing never takes a write-protect fault. Returns
- * true when the page held still. */
+ * next visit a page with the same hash is a candidate, one that changed is
+ * hot. A candidate is indexed (and may merge at once: a merge compares
+ * frozen bytes) but not protected: it is on probation, hot and checksummed
+ * about once a second like any hot page, until it held still over two of
+ * those checks. A page that held still over one fast pass may be written
+ * the next moment: protected then, every page the program keeps writing
+ * cost it a write-protect fault, one store in five while merging converged
+ * unthrottled. Returns true when the page held still. */
 static bool first_contact(sp_engine *e, uint32_t rid, size_t i)
 {
 	struct sp_range *r = e->ranges[rid];
@@ -323,11 +341,11 @@ static bool first_contact(sp_engine *e, uint32_t rid, size_t i)
 		return false;
 	}
 	pg->quiet = 0;
+	pg->hot = 1;
 	if (h == pg->hash)
 		return true;
 	_sp_page_set_state(e, pg, SP_PG_WRITTEN);
 	pg->hash = h;
-	pg->hot = 1;
 	pg->rewritten = 1;
 	return false;
 }
@@ -430,14 +448,21 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 			if (pg->state == SP_PG_NEW && (c & PAGE_IS_WRITTEN)) {
 				if (!is_present || (c & PAGE_IS_PFNZERO))
 					_sp_page_set_state(e, pg, SP_PG_HOLE);
-				else if (!own_page(r->start + i * SP_PAGE))
-					still[i - first] = first_contact(e, rid, i);
+				else if (!own_page(r->start + i * SP_PAGE) && first_contact(e, rid, i))
+					consider(e, rid, i, njobs);
 				continue;
 			}
 			if (c & PAGE_IS_WRITTEN) {
-				if (!written_page(e, rid, i, is_present, njobs))
-					rearm[i - first] = 1;
+				int w = written_page(e, rid, i, is_present);
+				rearm[i - first] = w == WP_REARM;
+				still[i - first] = w == WP_STILL;
 				continue;
+			}
+			if (pg->hot) {
+				/* Protected and not written since: it was a job's page,
+				 * re-armed by the thaw of its run. Tracked again. */
+				pg->hot = 0;
+				pg->quiet = 0;
 			}
 			if (e->hot_eval)
 				pg->rewritten = 0;  /* not written for a while */
@@ -477,8 +502,8 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		}
 		consider(e, rid, i, njobs);
 	}
-	/* New pages that held still: protect them (a walk per run), then
-	 * index them. */
+	/* Hot pages that held still: protect them (a walk per run), then
+	 * trust them. */
 	for (size_t i = 0; i < n;) {
 		if (!still[i]) {
 			i++;
@@ -492,13 +517,12 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 				if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
 					flush_jobs(e, njobs);
 				r = e->ranges[rid];
-				if (!r || first + x >= r->npages || r->pg[first + x].state != SP_PG_NEW)
+				if (!r || first + x >= r->npages)
 					continue;
-				/* Held still over one pass only: a write within the
-				 * next second makes it hot at once, not after a
-				 * second write-protect fault. */
-				r->pg[first + x].rewritten = 1;
-				consider(e, rid, first + x, njobs);
+				struct sp_page *pg = &r->pg[first + x];
+				/* A merge of this batch may have taken it meanwhile. */
+				if (pg->hot && (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_UNSHARED))
+					settle_page(e, rid, first + x, njobs);
 			}
 		}
 		i = k;
