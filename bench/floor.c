@@ -165,15 +165,8 @@ void floor_run(const struct phase_cfg *c, struct phase_result *r)
 	r->load_start = probe_loadavg();
 	snprintf(r->detection, sizeof(r->detection), "none (planned)");
 	static struct wl_image img;
-	char err[200];
-	if (wl_build(&c->wl, &img, err, sizeof(err))) {
-		snprintf(r->error, sizeof(r->error), "building the workload: %s", err);
+	if (phase_build_image(c, &img, r))
 		return;
-	}
-	r->pages = (int64_t)img.pages;
-	for (int i = 0; i < WL_NCLASS; i++)
-		r->count[i] = (int64_t)img.count[i];
-	r->possible = wl_possible_savings(&img, c->use_zero_pages, c->max_page_sharing);
 	static struct plan pl;
 	memset(&pl, 0, sizeof(pl));
 	pl.img = &img;
@@ -223,12 +216,7 @@ void floor_run(const struct phase_cfg *c, struct phase_result *r)
 	r->conv_cpu = pl.cpu_all;
 	r->conv_wall = pl.wall_all;
 	r->saved_end = (int64_t)pl.nops;
-	static struct wl_hist all;
-	phase_hist_combine(&all, &w.vol[WL_REC_CONVERGE], &w.dup[WL_REC_CONVERGE]);
-	r->p50 = wl_hist_quantile(&all, 0.50);
-	r->p99 = wl_hist_quantile(&all, 0.99);
-	r->pmax = (double)all.max;
-	r->nwrites = all.n;
+	phase_converge_latency(&w, r);
 	int64_t wrong = verify(&pl);
 	if (wrong != 0) {
 		snprintf(r->error, sizeof(r->error), "%lld pages read wrong after the floor's merges",

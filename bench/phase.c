@@ -328,7 +328,22 @@ static void final_counters(const struct merger *m, struct phase_result *r)
 		r->ksm_merging_pages = -1;
 }
 
-void phase_hist_combine(struct wl_hist *out, const struct wl_hist *a, const struct wl_hist *b)
+int phase_build_image(const struct phase_cfg *c, struct wl_image *img, struct phase_result *r)
+{
+	char err[200];
+	if (wl_build(&c->wl, img, err, sizeof(err))) {
+		r->status = 1;
+		snprintf(r->error, sizeof(r->error), "building the workload: %s", err);
+		return -1;
+	}
+	r->pages = (int64_t)img->pages;
+	for (int i = 0; i < WL_NCLASS; i++)
+		r->count[i] = (int64_t)img->count[i];
+	r->possible = wl_possible_savings(img, c->use_zero_pages, c->max_page_sharing);
+	return 0;
+}
+
+static void hist_combine(struct wl_hist *out, const struct wl_hist *a, const struct wl_hist *b)
 {
 	*out = *a;
 	for (size_t i = 0; i < WL_HIST_BUCKETS; i++)
@@ -336,6 +351,17 @@ void phase_hist_combine(struct wl_hist *out, const struct wl_hist *a, const stru
 	out->n += b->n;
 	if (b->max > out->max)
 		out->max = b->max;
+}
+
+void phase_converge_latency(const struct wl_writer *w, struct phase_result *r)
+{
+	/* The writer's stores as a whole: both kinds in one distribution. */
+	static struct wl_hist all;
+	hist_combine(&all, &w->vol[WL_REC_CONVERGE], &w->dup[WL_REC_CONVERGE]);
+	r->p50 = wl_hist_quantile(&all, 0.50);
+	r->p99 = wl_hist_quantile(&all, 0.99);
+	r->pmax = (double)all.max;
+	r->nwrites = all.n;
 }
 
 void phase_run(const struct phase_cfg *c, struct phase_result *r)
@@ -346,16 +372,8 @@ void phase_run(const struct phase_cfg *c, struct phase_result *r)
 	if (m_open(&m, c, r))
 		return;
 	struct wl_image img;
-	char err[200];
-	if (wl_build(&c->wl, &img, err, sizeof(err))) {
-		r->status = 1;
-		snprintf(r->error, sizeof(r->error), "building the workload: %s", err);
+	if (phase_build_image(c, &img, r))
 		return;
-	}
-	r->pages = (int64_t)img.pages;
-	for (int i = 0; i < WL_NCLASS; i++)
-		r->count[i] = (int64_t)img.count[i];
-	r->possible = wl_possible_savings(&img, c->use_zero_pages, c->max_page_sharing);
 	if (m_register(&m, &img, r))
 		return;
 
@@ -386,18 +404,13 @@ void phase_run(const struct phase_cfg *c, struct phase_result *r)
 
 	r->base_p50 = wl_hist_quantile(&w.vol[WL_REC_BASELINE], 0.50);
 	r->base_p99 = wl_hist_quantile(&w.vol[WL_REC_BASELINE], 0.99);
-	/* The writer's stores as a whole: both kinds in one distribution. */
-	static struct wl_hist all;
-	phase_hist_combine(&all, &w.vol[WL_REC_CONVERGE], &w.dup[WL_REC_CONVERGE]);
-	r->p50 = wl_hist_quantile(&all, 0.50);
-	r->p99 = wl_hist_quantile(&all, 0.99);
-	r->pmax = (double)all.max;
-	r->nwrites = all.n;
+	phase_converge_latency(&w, r);
 	r->dup_p50 = wl_hist_quantile(&w.dup[WL_REC_CONVERGE], 0.50);
 	r->dup_p99 = wl_hist_quantile(&w.dup[WL_REC_CONVERGE], 0.99);
 	r->dup_max = (double)w.dup[WL_REC_CONVERGE].max;
 	r->ndup = w.dup[WL_REC_CONVERGE].n;
-	phase_hist_combine(&all, &w.vol[WL_REC_STEADY], &w.dup[WL_REC_STEADY]);
+	static struct wl_hist all;
+	hist_combine(&all, &w.vol[WL_REC_STEADY], &w.dup[WL_REC_STEADY]);
 	r->steady_p99 = wl_hist_quantile(&all, 0.99);
 	r->steady_dup_p50 = wl_hist_quantile(&w.dup[WL_REC_STEADY], 0.50);
 	r->steady_dup_p99 = wl_hist_quantile(&w.dup[WL_REC_STEADY], 0.99);

@@ -89,6 +89,10 @@ void floor_run(const struct phase_cfg *c, struct phase_result *r);
 
 /* Shared by both. */
 void phase_nap(long ns);
-void phase_hist_combine(struct wl_hist *out, const struct wl_hist *a, const struct wl_hist *b);
+/* Build the image and record its classes and possible savings in r;
+ * 0, or -1 with r->status and r->error set. */
+int phase_build_image(const struct phase_cfg *c, struct wl_image *img, struct phase_result *r);
+/* The writer's latencies while converging (both kinds of store) into r. */
+void phase_converge_latency(const struct wl_writer *w, struct phase_result *r);
 
 #endif

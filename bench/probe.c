@@ -130,11 +130,18 @@ int probe_self_vmas(void)
 	return n + (last != '\n');
 }
 
+/* /proc/self/task/TID/NAME, opened for reading, or NULL. */
+static FILE *open_task_file(pid_t tid, const char *name)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/%s", (int)tid, name);
+	return fopen(path, "r");
+}
+
 int64_t probe_thread_preempted(pid_t tid)
 {
-	char path[64], line[128];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
-	FILE *f = fopen(path, "r");
+	char line[128];
+	FILE *f = open_task_file(tid, "status");
 	if (!f)
 		return -1;
 	int64_t v = -1;
@@ -147,9 +154,8 @@ int64_t probe_thread_preempted(pid_t tid)
 
 int64_t probe_thread_faults(pid_t tid)
 {
-	char path[64], line[1024];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	FILE *f = fopen(path, "r");
+	char line[1024];
+	FILE *f = open_task_file(tid, "stat");
 	if (!f)
 		return -1;
 	char *ok = fgets(line, sizeof(line), f);
