@@ -180,14 +180,20 @@ static void note_gap_writes(sp_engine *e, const struct sp_run *run, const uintpt
 					  PAGE_IS_WRITTEN, e->vec, e->veclen, &walk_end);
 		if (k < 0)
 			return;
+		/* Hot pages are never armed and always read written: the
+		 * range is looked up once per range, the jobs only for pages
+		 * that would be marked. */
+		uint32_t rid = 0;
+		struct sp_range *r = NULL;
 		for (long x = 0; x < k; x++)
 			for (uintptr_t a = e->vec[x].start; a < e->vec[x].end; a += SP_PAGE) {
-				uint32_t rid;
-				struct sp_range *r = _sp_range_at(e, a, &rid);
-				if (!r || is_job_page(addrs, na, a))
+				if (!r || a < r->start || a >= r->start + r->npages * SP_PAGE)
+					r = _sp_range_at(e, a, &rid);
+				if (!r)
 					continue;
 				struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-				if (!pg->hot && (pg->state == SP_PG_UNSHARED || pg->state == SP_PG_ZERO))
+				if (!pg->hot && (pg->state == SP_PG_UNSHARED || pg->state == SP_PG_ZERO) &&
+				    !is_job_page(addrs, na, a))
 					mark_changed(e, rid, (a - r->start) / SP_PAGE);
 			}
 		if (walk_end <= at)

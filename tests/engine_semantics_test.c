@@ -199,27 +199,6 @@ static long thread_minflt(void)
 	return v[6];
 }
 
-struct hot_writer {
-	uint8_t *page;
-	atomic_int phase;   /* 0 warm up, 1 measure, 2 stop */
-	long faults;
-};
-
-static void *hot_writer_main(void *arg)
-{
-	struct hot_writer *w = arg;
-	long start = -1;
-	for (unsigned i = 0; atomic_load(&w->phase) < 2; i++) {
-		if (start < 0 && atomic_load(&w->phase) == 1)
-			start = thread_minflt();
-		w->page[64 + i % 64] = (uint8_t)(i | 1);
-		struct timespec ts = { 0, 100 * 1000 };
-		nanosleep(&ts, NULL);
-	}
-	w->faults = start < 0 ? -1 : thread_minflt() - start;
-	return NULL;
-}
-
 /* A page that held still over one pass is indexed (and may merge) but not
  * yet protected: it is on probation, checksummed about once a second,
  * until it held still over two such checks. A buffer the program writes
@@ -410,9 +389,9 @@ static void test_hot_page_stops_faulting(void **state)
 	size_t n = 64;
 	uint8_t *p = region(n, 2);
 	assert_int_equal(sp_madvise(e, p, n * PG, MADV_MERGEABLE), 0);
-	struct hot_writer w = { p + 5 * PG, 0, 0 };
+	struct busy_writer w = { p, 5, 1, 0, 0, 0 };
 	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, hot_writer_main, &w), 0);
+	assert_int_equal(pthread_create(&th, NULL, busy_writer_main, &w), 0);
 	struct timespec ms = { 0, 1000 * 1000 };
 	for (int i = 0; i < 10; i++) {
 		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
