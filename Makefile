@@ -201,7 +201,8 @@ clean:
 
 # Benchmarks (bench/, docs/performance.md): built and run only on request,
 # never by `make` or `make check`. `make bench-run BENCH_ARGS=--help`.
-BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase floor probe workload ksm_knobs table args)
+BENCH_OBJ  = $(patsubst %,$(BUILD)/bench/%.o,engine_vs_ksm phase floor floor_calls probe workload ksm_knobs \
+		table args)
 BENCH_PROG = $(BUILD)/bench/engine_vs_ksm
 BENCH_ARGS ?=
 .PHONY: bench bench-run
@@ -221,10 +222,10 @@ bench-run: bench
 
 # N processes under kernel KSM and under samepaged (bench/procs_vs_ksm*.c,
 # docs/cross-process.md), on request only: builds and runs it, as root;
-# about 10 minutes. `make bench-procs PROCS_ARGS=--help`.
+# about 37 minutes. `make bench-procs PROCS_ARGS=--help`.
 PROCS_BENCH = $(BUILD)/bench/procs_vs_ksm
 PROCS_OBJ   = $(patsubst %,$(BUILD)/bench/%.o,procs_vs_ksm procs_vs_ksm_phase procs_vs_ksm_worker \
-		ksm_knobs table args probe workload)
+		floor_calls ksm_knobs table args probe workload)
 PROCS_ARGS ?=
 .PHONY: bench-procs
 $(PROCS_BENCH): $(PROCS_OBJ) $(LIB_A)

@@ -391,18 +391,6 @@ static int engine_only(const struct opts *o, int argc, char **argv)
 	return interrupted ? 128 + interrupted : status;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* --floor: the kernel's KSM against the mapping floor, in alternating
  * rounds so that the machine's noise falls on both alike. Each kernel
  * phase stops once converged. 0, or 1 if a phase could not be measured. */
@@ -420,10 +408,10 @@ static int floor_rounds(const struct opts *o, sp_ksm *k)
 					 c.max_page_sharing };
 		printf("\n== %s: pages_to_scan=%ld sleep_millisecs=%ld, kernel KSM against the mapping floor ==\n",
 		       o->cfg[ci].name, c.pages_to_scan, c.sleep_ms);
-		printf("  %-5s %11s %11s %8s %11s %11s %8s %9s %9s\n", "", "CPU to 99%", "", "", "writer p99",
-		       "", "", "VMAs at", "");
-		printf("  %-5s %11s %11s %8s %11s %11s %8s %9s %9s\n", "round", "kernel (s)", "floor (s)",
-		       "fl/kern", "kernel (us)", "floor (us)", "fl/kern", "end (fl)", "faults");
+		printf("  %-5s %11s %11s %8s %11s %11s %8s %9s %9s %9s\n", "", "CPU to 99%", "", "", "writer p99",
+		       "", "", "VMAs at", "", "floor's");
+		printf("  %-5s %11s %11s %8s %11s %11s %8s %9s %9s %9s\n", "round", "kernel (s)", "floor (s)",
+		       "fl/kern", "kernel (us)", "floor (us)", "fl/kern", "end (fl)", "faults", "calls");
 		double cpu_ratio[100], p99_ratio[100];
 		unsigned n = 0;
 		for (unsigned round = 1; round <= o->rounds && !interrupted; round++) {
@@ -444,9 +432,9 @@ static int floor_rounds(const struct opts *o, sp_ksm *k)
 				break;
 			}
 			bool trusted = !kr.disturbed && kr.cpu99 > 0 && fr.cpu99 > 0;
-			printf("  %-5u %11.3f %11.3f %8.2f %11.2f %11.2f %8.2f %9d %9lld%s\n", round, kr.cpu99, fr.cpu99,
-			       fr.cpu99 / kr.cpu99, tbl_us(kr.p99), tbl_us(fr.p99), fr.p99 / kr.p99, fr.vmas_end,
-			       (long long)fr.writer_faults,
+			printf("  %-5u %11.3f %11.3f %8.2f %11.2f %11.2f %8.2f %9d %9lld %9llu%s\n", round, kr.cpu99,
+			       fr.cpu99, fr.cpu99 / kr.cpu99, tbl_us(kr.p99), tbl_us(fr.p99), fr.p99 / kr.p99, fr.vmas_end,
+			       (long long)fr.writer_faults, (unsigned long long)fr.floor_calls,
 			       kr.disturbed ? "  (kernel phase disturbed: not counted)" :
 			       kr.cpu99 > 0 ? "" : "  (the kernel did not converge: not counted)");
 			if (trusted) {
@@ -456,7 +444,7 @@ static int floor_rounds(const struct opts *o, sp_ksm *k)
 		}
 		if (n)
 			printf("  median of %u rounds: floor/kernel CPU to 99%% %.2f, writer p99 %.2f\n", n,
-			       median(cpu_ratio, n), median(p99_ratio, n));
+			       tbl_median(cpu_ratio, n), tbl_median(p99_ratio, n));
 	}
 	return status;
 }

@@ -4,10 +4,11 @@
  * merger in user space before it has found, compared or protected
  * anything. The plan is made beforehand, untimed, from the image itself:
  * every duplicate page is replaced by a private mapping of a store page
- * holding its content (one mmap(MAP_FIXED) each, as the engine does) and
- * every zero page is dropped (MADV_DONTNEED, as the engine does). Only
- * those calls are timed, by one thread, at the phase's pace: pages_to_scan
- * pages of the image in address order, then sleep_millisecs.
+ * holding its content (mmap(MAP_FIXED), as the engine does) and every
+ * zero page is dropped (MADV_DONTNEED, as the engine does), one call for
+ * neighbours where one call can do it (floor_calls.c). Only those calls
+ * are timed, by one thread, at the phase's pace: pages_to_scan pages of
+ * the image in address order, then sleep_millisecs.
  *
  * No merger in user space that shares pages through mappings can spend
  * less than this on the same image: the engine adds finding the
@@ -24,23 +25,19 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "floor_calls.h"
 #include "probe.h"
-
-enum { OP_NONE, OP_MAP, OP_DROP };
 
 struct plan {
 	const struct wl_image *img;
 	uint8_t *op;             /* per page */
-	uint32_t *store_page;    /* per page, for OP_MAP */
+	uint32_t *store_page;    /* per page, for FLOOR_MAP */
 	uint32_t *first;         /* per pool content: its first store page */
 	int fd;                  /* the store */
-	size_t nops;
 	long pages_to_scan, sleep_ms;
 	/* filled by the thread */
 	atomic_int tid;
-	double cpu90, cpu99, cpu_all, wall_all;
-	int err;
-	char what[64];
+	struct floor_out out;
 };
 
 static int make_plan(struct plan *pl, const struct phase_cfg *c, struct phase_result *r)
@@ -85,16 +82,14 @@ static int make_plan(struct plan *pl, const struct phase_cfg *c, struct phase_re
 				return -1;
 			}
 		}
-		pl->op[pg] = OP_MAP;
+		pl->op[pg] = FLOOR_MAP;
 		pl->store_page[pg] = sp;
 	}
 	free(seen);
 	static const uint8_t zero[WL_PAGE];
 	for (size_t i = 0; i < img->pages; i++)
-		if (pl->op[i] == OP_NONE && memcmp(wl_page(img, i), zero, WL_PAGE) == 0)
-			pl->op[i] = OP_DROP;
-	for (size_t i = 0; i < img->pages; i++)
-		pl->nops += pl->op[i] != OP_NONE;
+		if (pl->op[i] == FLOOR_NONE && memcmp(wl_page(img, i), zero, WL_PAGE) == 0)
+			pl->op[i] = FLOOR_DROP;
 	return 0;
 }
 
@@ -102,38 +97,8 @@ static void *floor_thread(void *arg)
 {
 	struct plan *pl = arg;
 	atomic_store(&pl->tid, probe_gettid());
-	const struct wl_image *img = pl->img;
-	size_t want90 = (size_t)(0.90 * (double)pl->nops), want99 = (size_t)(0.99 * (double)pl->nops);
-	size_t done = 0;
-	double t0 = probe_now(), cpu0 = probe_thread_cpu(probe_gettid());
-	pl->cpu90 = pl->cpu99 = -1;
-	for (size_t i = 0; i < img->pages; i++) {
-		uint8_t *p = wl_page(img, i);
-		if (pl->op[i] == OP_MAP) {
-			void *m = mmap(p, WL_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, pl->fd,
-				       (off_t)pl->store_page[i] * WL_PAGE);
-			if (m == MAP_FAILED) {
-				pl->err = errno;
-				snprintf(pl->what, sizeof(pl->what), "mmap of page %zu", i);
-				break;
-			}
-		} else if (pl->op[i] == OP_DROP && madvise(p, WL_PAGE, MADV_DONTNEED)) {
-			pl->err = errno;
-			snprintf(pl->what, sizeof(pl->what), "MADV_DONTNEED of page %zu", i);
-			break;
-		}
-		if (pl->op[i] != OP_NONE) {
-			done++;
-			if (done == want90)
-				pl->cpu90 = probe_thread_cpu(probe_gettid()) - cpu0;
-			if (done == want99)
-				pl->cpu99 = probe_thread_cpu(probe_gettid()) - cpu0;
-		}
-		if ((i + 1) % (size_t)pl->pages_to_scan == 0 && pl->sleep_ms > 0)
-			phase_nap(pl->sleep_ms * 1000000L);
-	}
-	pl->cpu_all = probe_thread_cpu(probe_gettid()) - cpu0;
-	pl->wall_all = probe_now() - t0;
+	struct floor_calls fc = { pl->img, pl->op, pl->store_page, pl->fd, (double)pl->pages_to_scan, pl->sleep_ms };
+	floor_calls_run(&fc, &pl->out);
 	return NULL;
 }
 
@@ -147,9 +112,9 @@ static int64_t verify(const struct plan *pl)
 	int64_t wrong = 0;
 	for (size_t i = 0; i < img->pages; i++) {
 		const uint8_t *p = wl_page(img, i);
-		if (pl->op[i] == OP_DROP) {
+		if (pl->op[i] == FLOOR_DROP) {
 			wrong += memcmp(p, zero, WL_PAGE) != 0;
-		} else if (pl->op[i] == OP_MAP) {
+		} else if (pl->op[i] == FLOOR_MAP) {
 			if (pread(pl->fd, want, WL_PAGE, (off_t)pl->store_page[i] * WL_PAGE) != (ssize_t)WL_PAGE)
 				return -1;
 			wrong += memcmp(p, want, WL_PAGE) != 0;
@@ -207,15 +172,16 @@ void floor_run(const struct phase_cfg *c, struct phase_result *r)
 	r->vmas_end = probe_self_vmas();
 	r->pss_after = probe_self_pss();
 	r->load_end = probe_loadavg();
-	if (pl.err) {
-		snprintf(r->error, sizeof(r->error), "%s: %s", pl.what, strerror(pl.err));
+	if (pl.out.err) {
+		snprintf(r->error, sizeof(r->error), "%s: %s", pl.out.what, strerror(pl.out.err));
 		return;
 	}
-	r->cpu90 = pl.cpu90;
-	r->cpu99 = pl.cpu99;
-	r->conv_cpu = pl.cpu_all;
-	r->conv_wall = pl.wall_all;
-	r->saved_end = (int64_t)pl.nops;
+	r->cpu90 = pl.out.cpu90;
+	r->cpu99 = pl.out.cpu99;
+	r->conv_cpu = pl.out.cpu_all;
+	r->conv_wall = pl.out.wall;
+	r->saved_end = (int64_t)pl.out.nops;
+	r->floor_calls = pl.out.calls;
 	phase_converge_latency(&w, r);
 	int64_t wrong = verify(&pl);
 	if (wrong != 0) {

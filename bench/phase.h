@@ -67,6 +67,7 @@ struct phase_result {
 	int64_t s2_scans;
 	/* memory, at the end */
 	int64_t saved_end;           /* pages_sharing + ksm_zero_pages */
+	uint64_t floor_calls;        /* the floor: mmap and madvise calls */
 	int64_t pss_before, pss_after;
 	int64_t avail_before, avail_after;
 	int vmas_before, vmas_end;

@@ -51,6 +51,8 @@ struct opts {
 	struct pace pace[2];
 	bool run_pace[2];
 	unsigned ns[MAX_NS], nn;
+	bool floor;                  /* the kernel against the mapping floor */
+	unsigned rounds;             /* --floor: kernel, floor, kernel, floor... */
 };
 
 /* ------------------------------------------------------------ options */
@@ -85,6 +87,11 @@ static void usage(FILE *f)
 	      "  --settle-seconds S      and at least this long (0)\n"
 	      "  --baseline-seconds S    writers alone before merging starts (2)\n"
 	      "  --verbose               progress on stderr\n"
+	      "  --floor                 the kernel against the mapping floor instead of\n"
+	      "                          samepaged: each worker only maps its duplicates from\n"
+	      "                          one store for all and drops its zero pages, planned\n"
+	      "                          beforehand (docs/cross-process.md)\n"
+	      "  --rounds N              --floor: kernel and floor phases, alternating (3)\n"
 	      "exit status: 0 every target passed, 3 some target failed (or a page was\n"
 	      "corrupted), 1 the run could not be completed, 2 bad usage, 4 no KSM\n",
 	      f);
@@ -108,7 +115,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_PROCS = 256, O_SIZE, O_SHARED, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_SAME, O_REGIONS,
 	       O_CLUSTER, O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP,
-	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_HELP };
+	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_FLOOR, O_ROUNDS,
+	       O_HELP };
 	static const struct option lo[] = {
 		{ "procs", 1, 0, O_PROCS }, { "size-per-proc", 1, 0, O_SIZE }, { "shared", 1, 0, O_SHARED },
 		{ "zero", 1, 0, O_ZERO }, { "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -122,11 +130,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "samepaged", 1, 0, O_SAMEPAGED }, { "timeout", 1, 0, O_TIMEOUT },
 		{ "steady-seconds", 1, 0, O_STEADY }, { "settle-scans", 1, 0, O_SETTLE },
 		{ "settle-seconds", 1, 0, O_SETTLE_S }, { "baseline-seconds", 1, 0, O_BASELINE },
-		{ "verbose", 0, 0, O_VERBOSE }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
+		{ "verbose", 0, 0, O_VERBOSE }, { "floor", 0, 0, O_FLOOR }, { "rounds", 1, 0, O_ROUNDS },
+		{ "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
 	};
 	struct pv_cfg *c = &o->base;
 	struct wl_params *w = &c->wl;
-	bool unique_given = false;
+	bool unique_given = false, rounds_given = false;
 	double v;
 	int ch, idx = 0;
 	while ((ch = getopt_long(argc, argv, "", lo, &idx)) != -1) {
@@ -165,6 +174,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_SETTLE_S: ok = arg_num(optarg, 0, 3600, &c->settle_seconds); break;
 		case O_BASELINE: ok = arg_num(optarg, 0, 3600, &c->baseline_seconds); break;
 		case O_VERBOSE: c->verbose = true; break;
+		case O_FLOOR: o->floor = true; break;
+		case O_ROUNDS:
+			ok = arg_num(optarg, 1, 100, &v) && v == floor(v);
+			o->rounds = (unsigned)v;
+			rounds_given = true;
+			break;
 		case O_HELP: usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -179,6 +194,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (!arg_shares_finish(w->share, unique_given, PROG))
 		return -1;
+	if (rounds_given && !o->floor) {
+		fprintf(stderr, PROG ": --rounds goes with --floor\n");
+		return -1;
+	}
 	if (w->distinct == 0) {  /* each content once per process */
 		double d = llround(w->share[WL_DUP] * (double)w->pages);
 		w->distinct = d >= 1 ? (unsigned)d : 1;
@@ -363,7 +382,7 @@ static bool run_phase(struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
 	bool ok = false;
 	for (int attempt = 0; attempt < 3 && !pv_interrupted; attempt++) {
 		fprintf(stderr, PROG ": N=%u, %s, pages_to_scan=%ld sleep_millisecs=%ld...\n", c->nprocs,
-			c->daemon ? "samepaged" : "kernel KSM", c->pace.pages_to_scan, c->pace.sleep_ms);
+			c->daemon ? "samepaged" : c->floor ? "the floor" : "kernel KSM", c->pace.pages_to_scan, c->pace.sleep_ms);
 		ok = pv_phase_run(c, k, r);
 		if (!ok) {
 			fprintf(stderr, PROG ": the phase failed: %s\n", r->status ? r->error : "interrupted");
@@ -374,6 +393,76 @@ static bool run_phase(struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
 		fprintf(stderr, PROG ": warning: %s\n", r->disturbance);
 	}
 	return ok;
+}
+
+/* --floor: for each pace and N, the kernel's KSM against the mapping floor
+ * in alternating rounds, so that the machine's noise falls on both alike;
+ * the kernel's phases stop once converged. 0, or 1 if a phase could not
+ * be measured. */
+static int floor_rounds(const struct opts *o, sp_ksm *k)
+{
+	int status = 0;
+	for (int pi = 0; pi < 2 && !pv_interrupted; pi++) {
+		if (!o->run_pace[pi])
+			continue;
+		const struct pace *pc = &o->pace[pi];
+		double med_cpu[MAX_NS], med_p99[MAX_NS];
+		unsigned med_n[MAX_NS] = { 0 };
+		printf("\n== %s: pages_to_scan=%ld sleep_millisecs=%ld, kernel KSM against the mapping floor ==\n",
+		       pc->name, pc->pages_to_scan, pc->sleep_ms);
+		printf("  %4s %5s %11s %11s %8s %11s %11s %8s %8s %8s %7s\n", "", "", "CPU to 99%", "", "",
+		       "writer p99", "", "", "floor's", "VMAs at", "pages");
+		printf("  %4s %5s %11s %11s %8s %11s %11s %8s %8s %8s %7s\n", "N", "round", "kernel (s)",
+		       "floor (s)", "fl/kern", "kernel (us)", "floor (us)", "fl/kern", "calls", "end (fl)", "wrong");
+		for (unsigned ni = 0; ni < o->nn && !pv_interrupted; ni++) {
+			double cpu_ratio[100], p99_ratio[100];
+			unsigned n = 0;
+			struct pv_cfg c = o->base;
+			c.nprocs = o->ns[ni];
+			c.pace.pages_to_scan = pc->pages_to_scan;
+			c.pace.sleep_ms = pc->sleep_ms;
+			c.daemon = false;
+			c.converge_only = true;
+			for (unsigned round = 1; round <= o->rounds && !pv_interrupted; round++) {
+				static struct pv_result kr, fr;
+				c.floor = false;
+				bool ok = run_phase(&c, k, &kr);
+				c.floor = true;
+				ok = ok && run_phase(&c, k, &fr);
+				if (!ok) {
+					status = 1;
+					break;
+				}
+				uint64_t wrong = kr.bad_pages + kr.bad_after_free + fr.bad_pages + fr.bad_after_free;
+				bool trusted = !kr.disturbed && kr.cpu99 > 0 && fr.cpu99 > 0;
+				printf("  %4u %5u %11.3f %11.3f %8.2f %11.2f %11.2f %8.2f %8llu %8d %7llu%s\n", c.nprocs,
+				       round, kr.cpu99, fr.cpu99, fr.cpu99 / kr.cpu99, tbl_us(kr.p99), tbl_us(fr.p99),
+				       fr.p99 / kr.p99, (unsigned long long)fr.floor_calls, fr.vmas_end_max,
+				       (unsigned long long)wrong,
+				       kr.disturbed ? "  (kernel phase disturbed: not counted)" :
+				       kr.cpu99 > 0 ? "" : "  (the kernel did not converge: not counted)");
+				fflush(stdout);
+				if (wrong)
+					status = 3;
+				if (trusted) {
+					cpu_ratio[n] = fr.cpu99 / kr.cpu99;
+					p99_ratio[n++] = fr.p99 / kr.p99;
+				}
+			}
+			if (n) {
+				med_cpu[ni] = tbl_median(cpu_ratio, n);
+				med_p99[ni] = tbl_median(p99_ratio, n);
+				med_n[ni] = n;
+			}
+		}
+		printf("  medians, floor/kernel:");
+		for (unsigned ni = 0; ni < o->nn; ni++)
+			if (med_n[ni])
+				printf("  N=%u CPU to 99%% %.2f, writer p99 %.2f (%u rounds);", o->ns[ni], med_cpu[ni],
+				       med_p99[ni], med_n[ni]);
+		printf("\n");
+	}
+	return status;
 }
 
 int main(int argc, char **argv)
@@ -389,7 +478,7 @@ int main(int argc, char **argv)
 		},
 		.pace = { { "throttled (kernel defaults)", 100, 20 }, { "unthrottled", 25000, 0 } },
 		.run_pace = { true, true },
-		.ns = { 2, 4, 8, 16 }, .nn = 4,
+		.ns = { 2, 4, 8, 16 }, .nn = 4, .rounds = 3,
 	};
 	if (parse_opts(argc, argv, &o))
 		return 2;
@@ -423,8 +512,20 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);  /* a dead worker shows as an error, not a signal */
 
 	print_header(argc, argv, &o);
+	if (o.floor)
+		printf("--floor: the kernel's phases stop once converged; %u rounds, alternating\n", o.rounds);
 	fflush(stdout);
 	ksm_warn_other_users(k, NULL, 0, PROG);
+	if (o.floor) {
+		double t0 = probe_now();
+		int st = floor_rounds(&o, k);
+		int restore = ksm_knobs_restore(k, &saved, PROG);
+		bench_lock_release(lock);
+		printf("\n%.0f s in all; load at end %.2f; KSM knobs %s\n", probe_now() - t0, probe_loadavg(),
+		       restore ? "NOT all restored" : "restored");
+		sp_ksm_close(k);
+		return pv_interrupted || restore ? 1 : st;
+	}
 	static struct pv_result res[2][MAX_NS][2];
 	static bool have[2][MAX_NS];
 	int status = 0;

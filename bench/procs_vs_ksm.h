@@ -23,7 +23,10 @@
 extern volatile sig_atomic_t pv_interrupted;
 
 struct pv_cfg {
-	bool daemon;                 /* false: kernel KSM */
+	bool daemon;                 /* false: kernel KSM (or the floor) */
+	bool floor;                  /* no merger: the mapping floor (--floor) */
+	bool converge_only;          /* stop once converged: no steady window */
+	int store_fd;                /* the floor's store, shared by every worker */
 	const char *samepaged;       /* the daemon's program */
 	unsigned nprocs;
 	struct ksm_pace pace;
@@ -87,6 +90,29 @@ enum {
 	PV_REC_BASE = 'b', PV_REC_CONV = 'c', PV_REC_OFF = 'o',
 	PV_PAUSE = 'p', PV_CPU = 's', PV_MEM = 'm', PV_HISTS = 'h',
 	PV_VERIFY = 'v', PV_FREE = 'f', PV_QUIT = 'q',
+	PV_FLOOR_PLAN = 'P', PV_FLOOR_GO = 'F',
+};
+
+/* The mapping floor across processes (--floor): the parent numbers every
+ * copy of a base-image content over all workers, so that copies g of
+ * content k share store page first[k] + g / max_page_sharing, as merged.
+ * PV_FLOOR_PLAN is followed by this and by distinct uint64_t each of
+ * off[] (this worker's first copy number per content) and first[]; the
+ * worker plans untimed, writes the store pages whose first copy it holds,
+ * and answers a pv_floor. PV_FLOOR_GO: it makes the planned calls at
+ * the pace (its share of pages_to_scan) and answers a pv_floor. */
+struct pv_floor_plan {
+	uint32_t distinct, max_page_sharing;
+	double pages_per_tick;
+	long sleep_ms;
+};
+
+struct pv_floor {
+	int status;                  /* 0, or error says why */
+	char error[160];
+	uint64_t nops;               /* pages mapped or dropped */
+	uint64_t calls;              /* GO: mmap and madvise calls for them */
+	double cpu90, cpu99, cpu_all, wall;   /* the worker's main thread, from GO */
 };
 
 /* Fork worker `index` (the others already running are ws[0..index-1],
@@ -98,6 +124,11 @@ int pv_worker_ready(struct pv_worker *w, double timeout, char *err, size_t errle
 int pv_worker_cmd(struct pv_worker *w, char cmd, void *reply, size_t len, double timeout);
 /* The same command to every worker; 0 or the first error. */
 int pv_workers_cmd(struct pv_worker *ws, unsigned n, char cmd, double timeout);
+/* The same, with a reply of rlen bytes from each into replies[i]. */
+int pv_workers_ask(struct pv_worker *ws, unsigned n, char cmd, void *replies, size_t rlen, double timeout);
+/* cmd, then len bytes of data, and its reply of rlen bytes. */
+int pv_worker_send(struct pv_worker *w, char cmd, const void *data, size_t len, void *reply, size_t rlen,
+		   double timeout);
 /* 'q' and reap; the exit status, or -1 (then it is killed). */
 int pv_worker_quit(struct pv_worker *w);
 void pv_worker_kill(struct pv_worker *w);
@@ -120,6 +151,8 @@ struct pv_result {
 	double conv_reported_cpu;    /* samepaged: the same span from sp_ctl_info (cross-check) */
 	double max_read_wait;
 	int64_t saved_conv;
+	uint64_t floor_ops;          /* --floor: pages mapped or dropped, all workers */
+	uint64_t floor_calls;        /* and the calls for them */
 	double writer_cpu;           /* all writers, same span */
 	int64_t writer_preempted;
 	double ksmd_cpu;             /* ksmd's CPU over the whole phase (samepaged: should be 0) */

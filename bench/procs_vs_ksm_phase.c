@@ -13,6 +13,11 @@
  * Merger CPU: ksmd's process CPU clock for the kernel; for samepaged the
  * daemon's process CPU clock plus every worker's engine thread (its thread
  * CPU clock, read by the worker itself), so nothing is estimated.
+ *
+ * --floor phases have no merger: the workers make the mapping calls a
+ * merger in user space cannot avoid (floor_converge), then the same
+ * latency and verification steps; the kernel's phases against them stop
+ * once converged (converge_only).
  */
 #include "procs_vs_ksm.h"
 
@@ -22,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -253,7 +259,7 @@ static double reported_cpu(struct ph *ph)
 
 static void check_alone(struct ph *ph, struct pv_result *r)
 {
-	if (ph->c->daemon || r->disturbed)
+	if (ph->c->daemon || ph->c->floor || r->disturbed)
 		return;
 	if (!ksm_check_alone(ph->k, &ph->c->pace, ph->pids, ph->n, r->disturbance, sizeof(r->disturbance)))
 		r->disturbed = true;
@@ -438,6 +444,87 @@ static void converge(struct ph *ph, struct pv_result *r)
 	r->conv_reported_cpu = rep0 >= 0 && rep1 >= 0 ? rep1 - rep0 + r->conv_daemon_cpu : -1;
 }
 
+/* --floor: no merger; every worker makes the mapping calls sharing its
+ * duplicates and dropping its zero pages needs, planned beforehand from
+ * the images (copies numbered over all workers, one store for all), all
+ * workers at once, each at its share of the pace. */
+static void floor_converge(struct ph *ph, struct pv_result *r)
+{
+	const struct pv_cfg *c = ph->c;
+	uint32_t n = ph->w[0].ready.distinct;
+	uint64_t mps = c->pace.max_page_sharing ? c->pace.max_page_sharing : 1, nstore = 0;
+	struct pv_floor_plan pl = { n, (uint32_t)mps, (double)c->pace.pages_to_scan / ph->n, c->pace.sleep_ms };
+	size_t len = sizeof(pl) + 2 * (size_t)n * sizeof(uint64_t);
+	char *msg = malloc(len);
+	uint64_t *sum = calloc(n + 1, sizeof(*sum));
+	struct pv_floor *f = calloc(ph->n, sizeof(*f));
+	if (!msg || !sum || !f) {
+		fail(r, "out of memory%s", "", 0);
+		goto out;
+	}
+	uint64_t *off = (uint64_t *)(msg + sizeof(pl)), *first = off + n;
+	memcpy(msg, &pl, sizeof(pl));
+	for (unsigned i = 0; i < ph->n; i++) {
+		if (ph->w[i].ready.distinct != n) {
+			fail(r, "the workers' base images differ%s", "", 0);
+			goto out;
+		}
+		for (uint32_t k = 0; k < n; k++)
+			sum[k] += ph->w[i].pool_count[k];
+	}
+	for (uint32_t k = 0; k < n; k++) {
+		first[k] = nstore;
+		nstore += (sum[k] + mps - 1) / mps;
+		sum[k] = 0;  /* from here: copies numbered so far */
+	}
+	if (ftruncate(c->store_fd, (off_t)(nstore * WL_PAGE))) {
+		fail(r, "sizing the floor's store%s", "", -errno);
+		goto out;
+	}
+	for (unsigned i = 0; i < ph->n; i++) {
+		for (uint32_t k = 0; k < n; k++) {
+			off[k] = sum[k];
+			sum[k] += ph->w[i].pool_count[k];
+		}
+		if (pv_worker_send(&ph->w[i], PV_FLOOR_PLAN, msg, len, &f[i], sizeof(f[i]), CMD_TIMEOUT) ||
+		    f[i].status) {
+			fail(r, "worker's floor plan: %s", f[i].status ? f[i].error : "no answer", 0);
+			goto out;
+		}
+	}
+	struct cpu_now t0, t;
+	if (cpu_read(ph, &t0) ||
+	    pv_workers_ask(ph->w, ph->n, PV_FLOOR_GO, f, sizeof(*f), c->timeout + CMD_TIMEOUT) ||
+	    cpu_read(ph, &t)) {
+		fail(r, "a worker did not finish its floor%s", "", 0);
+		goto out;
+	}
+	r->cpu90 = r->cpu99 = 0;
+	for (unsigned i = 0; i < ph->n; i++) {
+		if (f[i].status) {
+			fail(r, "worker's floor: %s", f[i].error, 0);
+			goto out;
+		}
+		r->cpu90 = r->cpu90 < 0 || f[i].cpu90 < 0 ? -1 : r->cpu90 + f[i].cpu90;
+		r->cpu99 = r->cpu99 < 0 || f[i].cpu99 < 0 ? -1 : r->cpu99 + f[i].cpu99;
+		r->conv_cpu += f[i].cpu_all;
+		r->floor_ops += f[i].nops;
+		r->floor_calls += f[i].calls;
+		if (f[i].wall > r->conv_wall)
+			r->conv_wall = f[i].wall;
+	}
+	r->t90 = r->t99 = r->conv_wall;  /* at the latest */
+	r->writer_cpu = t.writers - t0.writers;
+	r->writer_preempted = t.preempted - t0.preempted;
+	if (c->verbose)
+		fprintf(stderr, "    floor N=%u: %llu pages in %llu calls, %.1f s, %.3f s CPU\n", c->nprocs,
+			(unsigned long long)r->floor_ops, (unsigned long long)r->floor_calls, r->conv_wall, r->conv_cpu);
+out:
+	free(msg);
+	free(sum);
+	free(f);
+}
+
 /* Wait until full_scans moves on; false if not within timeout s. */
 static bool wait_tick(struct ph *ph, double timeout)
 {
@@ -585,7 +672,7 @@ static void verify_all(struct ph *ph, struct pv_result *r)
 			if (v.bad)
 				fprintf(stderr, PROG ": CORRUPTION: worker %d (N=%u, %s, %s): %llu of %llu pages differ "
 						     "from what was written, first page %lld\n",
-					(int)ph->pids[i], ph->n, ph->c->daemon ? "samepaged" : "kernel KSM",
+					(int)ph->pids[i], ph->n, ph->c->daemon ? "samepaged" : ph->c->floor ? "the floor" : "kernel KSM",
 					pass ? "after releasing the merger" : "merged", (unsigned long long)v.bad,
 					(unsigned long long)v.pages, (long long)v.first_bad);
 		}
@@ -593,11 +680,20 @@ static void verify_all(struct ph *ph, struct pv_result *r)
 
 /* ------------------------------------------------------------ the phase */
 
-bool pv_phase_run(const struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
+bool pv_phase_run(const struct pv_cfg *cfg, sp_ksm *k, struct pv_result *r)
 {
 	static struct ph ph;
+	static struct pv_cfg fc;
 	memset(&ph, 0, sizeof(ph));
 	memset(r, 0, sizeof(*r));
+	fc = *cfg;
+	const struct pv_cfg *c = &fc;
+	fc.store_fd = -1;
+	/* the floor's store: made before the workers, who inherit it */
+	if (c->floor && (fc.store_fd = memfd_create("procs_vs_ksm-floor", MFD_CLOEXEC)) < 0) {
+		fail(r, "the floor's store memfd%s", "", -errno);
+		return false;
+	}
 	ph.c = c;
 	ph.k = k;
 	r->nprocs = c->nprocs;
@@ -606,11 +702,11 @@ bool pv_phase_run(const struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
 	if (sp_ksmd_info_read(k, &ki) == 0)
 		ph.ksmd = ki.pid;
 	/* The kernel at the pace, or stopped with nothing merged. */
-	if (ksm_prepare(k, c->daemon ? NULL : &c->pace, PROG)) {
+	if (ksm_prepare(k, c->daemon || c->floor ? NULL : &c->pace, PROG)) {
 		fail(r, "preparing kernel KSM%s", "", 0);
 		return false;
 	}
-	if (!c->daemon && !ph.ksmd)
+	if (!c->daemon && !c->floor && !ph.ksmd)
 		fail(r, "no ksmd thread%s", "", 0);
 	double ksmd0 = ph.ksmd ? probe_process_cpu(ph.ksmd) : 0;
 	if (r->status || (c->daemon && daemon_start(&ph, r)) || start_workers(&ph, r) ||
@@ -624,13 +720,17 @@ bool pv_phase_run(const struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
 		goto lost;
 	r->avail_before = probe_mem_available();
 	memory(&ph, &r->pss_before, &r->daemon_pss_before, &r->vmas_before_max, NULL);
-	converge(&ph, r);
+	if (c->floor)
+		floor_converge(&ph, r);
+	else
+		converge(&ph, r);
 	if (pv_workers_cmd(ph.w, ph.n, PV_REC_OFF, CMD_TIMEOUT))
 		goto lost;
 	if (r->status || pv_interrupted)
 		goto out;
-	steady(&ph, r);
-	r->saved_end = m_saved(&ph);
+	if (!c->converge_only && !c->floor)
+		steady(&ph, r);
+	r->saved_end = c->floor ? (int64_t)r->floor_ops : m_saved(&ph);
 	final_counters(&ph, r);
 	r->avail_after = probe_mem_available();
 	memory(&ph, &r->pss_after, &r->daemon_pss_after, &r->vmas_end_max, &r->engine_merging_pages);
@@ -649,6 +749,8 @@ out:
 			fail(r, "a worker did not exit cleanly%s", "", 0);
 	if (c->daemon)
 		daemon_stop(&ph, r);
+	if (fc.store_fd >= 0)
+		close(fc.store_fd);
 	if (!c->daemon) {
 		sp_diag d;
 		sp_ksm_set_run(k, 2, &d);

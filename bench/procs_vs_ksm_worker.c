@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "floor_calls.h"
 #include "probe.h"
 
 /* ------------------------------------------------------------ pipes */
@@ -85,6 +86,10 @@ struct wk {
 	uint64_t *hash;              /* per page; volatile pages are checked against shadow */
 	uint8_t *shadow;
 	uint8_t *cls;                /* per page: its enum wl_class, as built */
+	/* --floor: per page what to do (FLOOR_*), and for a mapping which store page */
+	uint8_t *op;
+	uint32_t *store_page;
+	struct pv_floor_plan plan;
 };
 
 /* A 64-bit mix of a page: a wrong page is found with certainty but for
@@ -189,7 +194,7 @@ static int setup(struct wk *k, unsigned index, struct pv_ready *rd)
 		k->cls[img->vol[v]] = WL_VOLATILE;
 		memcpy(k->shadow + v * WL_PAGE, wl_page(img, img->vol[v]), WL_PAGE);
 	}
-	for (unsigned r = 0; r < img->nreg; r++) {
+	for (unsigned r = 0; r < img->nreg && !c->floor; r++) {
 		size_t len = img->reg[r].pages * WL_PAGE;
 		int e = k->e ? sp_madvise(k->e, img->reg[r].base, len, MADV_MERGEABLE)
 			     : (madvise(img->reg[r].base, len, MADV_MERGEABLE) ? -errno : 0);
@@ -254,7 +259,7 @@ static void release_and_verify(struct wk *k, int fd)
 		st = sp_engine_free(k->e);
 		k->e = NULL;
 		k->engine_tid = 0;
-	} else {
+	} else if (!k->c->floor) {
 		for (unsigned r = 0; r < k->img.nreg && !st; r++)
 			if (madvise(k->img.reg[r].base, k->img.reg[r].pages * WL_PAGE, MADV_UNMERGEABLE))
 				st = -errno;
@@ -263,6 +268,90 @@ static void release_and_verify(struct wk *k, int fd)
 	verify(k, &v);
 	v.free_status = st;
 	write_all(fd, &v, sizeof(v));
+}
+
+/* ------------------------------------------------------------ the floor */
+
+static void floor_fail(struct pv_floor *f, const char *what, int err)
+{
+	f->status = -1;
+	snprintf(f->error, sizeof(f->error), "%s: %s", what, strerror(err));
+}
+
+/* PV_FLOOR_PLAN: what each page becomes, untimed; the store pages whose
+ * first copy this worker holds get their content. */
+static void floor_plan(struct wk *k, int cmd, int rep)
+{
+	const struct wl_image *img = &k->img;
+	struct pv_floor f = { 0 };
+	uint64_t *off = NULL, *first = NULL, *seen = NULL;
+	if (read_all(cmd, &k->plan, sizeof(k->plan), 60) || k->plan.distinct != img->distinct ||
+	    k->plan.max_page_sharing == 0) {
+		floor_fail(&f, "the plan's header", EPROTO);
+		goto out;
+	}
+	size_t n = img->distinct;
+	off = malloc(n * sizeof(*off));
+	first = malloc(n * sizeof(*first));
+	seen = calloc(n, sizeof(*seen));
+	k->op = calloc(img->pages, 1);
+	k->store_page = calloc(img->pages, sizeof(*k->store_page));
+	if (!off || !first || !seen || !k->op || !k->store_page) {
+		floor_fail(&f, "the plan", ENOMEM);
+		goto out;
+	}
+	if (read_all(cmd, off, n * sizeof(*off), 60) || read_all(cmd, first, n * sizeof(*first), 60)) {
+		floor_fail(&f, "the plan's numbers", EPROTO);
+		goto out;
+	}
+	uint64_t mps = k->plan.max_page_sharing;
+	for (size_t i = 0; i < img->ndup; i++) {
+		uint32_t pg = img->dup[i];
+		const uint8_t *p = wl_page(img, pg);
+		int c = wl_pool_index(img, p);
+		if (c < 0) {
+			floor_fail(&f, "a duplicate page without its pool tag", EPROTO);
+			goto out;
+		}
+		uint64_t g = off[c] + seen[c]++;
+		uint32_t sp = (uint32_t)(first[c] + g / mps);
+		if (g % mps == 0 && pwrite(k->c->store_fd, p, WL_PAGE, (off_t)sp * WL_PAGE) != (ssize_t)WL_PAGE) {
+			floor_fail(&f, "writing the store", errno);
+			goto out;
+		}
+		k->op[pg] = FLOOR_MAP;
+		k->store_page[pg] = sp;
+	}
+	for (size_t i = 0; i < img->pages; i++) {
+		if (k->op[i] == FLOOR_NONE && k->cls[i] == WL_ZERO)
+			k->op[i] = FLOOR_DROP;
+		f.nops += k->op[i] != FLOOR_NONE;
+	}
+out:
+	free(off);
+	free(first);
+	free(seen);
+	write_all(rep, &f, sizeof(f));
+}
+
+/* PV_FLOOR_GO: the planned calls at this worker's share of the pace, on
+ * its main thread, as an engine's thread would make them. */
+static void floor_go(struct wk *k, int rep)
+{
+	struct pv_floor f = { 0 };
+	if (!k->op) {
+		floor_fail(&f, "no plan", EPROTO);
+	} else {
+		struct floor_calls fc = { &k->img, k->op, k->store_page, k->c->store_fd, k->plan.pages_per_tick,
+					  k->plan.sleep_ms };
+		struct floor_out o;
+		floor_calls_run(&fc, &o);
+		f = (struct pv_floor){ .nops = o.nops, .calls = o.calls, .cpu90 = o.cpu90, .cpu99 = o.cpu99,
+				       .cpu_all = o.cpu_all, .wall = o.wall };
+		if (o.err)
+			floor_fail(&f, o.what, o.err);
+	}
+	write_all(rep, &f, sizeof(f));
 }
 
 static void worker_main(const struct pv_cfg *c, unsigned index, int cmd, int rep)
@@ -309,6 +398,8 @@ static void worker_main(const struct pv_cfg *c, unsigned index, int cmd, int rep
 			continue;
 		}
 		case PV_FREE: release_and_verify(&k, rep); continue;
+		case PV_FLOOR_PLAN: floor_plan(&k, cmd, rep); continue;
+		case PV_FLOOR_GO: floor_go(&k, rep); continue;
 		case PV_QUIT:
 			wl_writer_stop(&k.w);
 			write_all(rep, &ack, 1);
@@ -399,7 +490,15 @@ int pv_worker_cmd(struct pv_worker *w, char cmd, void *reply, size_t len, double
 	return read_all(w->rep, reply, len, timeout);
 }
 
-int pv_workers_cmd(struct pv_worker *ws, unsigned n, char cmd, double timeout)
+int pv_worker_send(struct pv_worker *w, char cmd, const void *data, size_t len, void *reply, size_t rlen,
+		   double timeout)
+{
+	if (w->cmd < 0 || write_all(w->cmd, &cmd, 1) || write_all(w->cmd, data, len))
+		return -EPIPE;
+	return read_all(w->rep, reply, rlen, timeout);
+}
+
+int pv_workers_ask(struct pv_worker *ws, unsigned n, char cmd, void *replies, size_t rlen, double timeout)
 {
 	int first = 0;
 	/* Everyone hears it first, then the answers: the workers act together. */
@@ -408,11 +507,17 @@ int pv_workers_cmd(struct pv_worker *ws, unsigned n, char cmd, double timeout)
 			first = first ? first : -EPIPE;
 	for (unsigned i = 0; i < n; i++) {
 		char ack;
-		int e = read_all(ws[i].rep, &ack, 1, timeout);
+		void *to = replies ? (char *)replies + i * rlen : &ack;
+		int e = read_all(ws[i].rep, to, replies ? rlen : 1, timeout);
 		if (e && !first)
 			first = e;
 	}
 	return first;
+}
+
+int pv_workers_cmd(struct pv_worker *ws, unsigned n, char cmd, double timeout)
+{
+	return pv_workers_ask(ws, n, cmd, NULL, 0, timeout);
 }
 
 static void closefds(struct pv_worker *w)

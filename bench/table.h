@@ -21,6 +21,9 @@ void tbl_num(const char *label, const char *f, double a, double b, bool with_rat
 bool tbl_target(const char *label, const char *f, double a, double b, bool at_most, double limit,
 		const char *note);
 
+/* The median of v[0..n-1], n > 0 (sorts v). */
+double tbl_median(double *v, unsigned n);
+
 double tbl_us(double ns);               /* ns to us, keeping -1 */
 double tbl_per_s(double n, double secs); /* n / secs, or -1 */
 
