@@ -97,7 +97,8 @@ static void *floor_thread(void *arg)
 {
 	struct plan *pl = arg;
 	atomic_store(&pl->tid, probe_gettid());
-	struct floor_calls fc = { pl->img, pl->op, pl->store_page, pl->fd, (double)pl->pages_to_scan, pl->sleep_ms };
+	struct floor_calls fc = { pl->img, pl->op, pl->store_page, pl->fd, (double)pl->pages_to_scan, pl->sleep_ms,
+				  NULL, NULL };
 	floor_calls_run(&fc, &pl->out);
 	return NULL;
 }

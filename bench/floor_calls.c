@@ -12,7 +12,7 @@
 
 #include "probe.h"
 
-static void nap_ms(long ms)
+void floor_nap_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) && errno == EINTR)
@@ -40,15 +40,18 @@ void floor_calls_run(const struct floor_calls *fc, struct floor_out *out)
 	uint64_t want90 = (uint64_t)(0.90 * (double)out->nops), want99 = (uint64_t)(0.99 * (double)out->nops);
 	uint64_t done = 0;
 	pid_t tid = probe_gettid();
+	bool paced = fc->sleep_ms > 0 || fc->turn;
 	double t0 = probe_now(), cpu0 = probe_thread_cpu(tid), credit = fc->pages_per_tick;
 	out->cpu90 = out->cpu99 = -1;
+	if (fc->turn)
+		fc->turn(fc->turn_arg, false);
 	for (size_t i = 0; i < img->pages;) {
 		uint8_t *p = wl_page(img, i);
 		size_t n = 1;
 		if (fc->op[i] != FLOOR_NONE) {
 			/* never past the turn's end: the rest is the next turn's */
-			size_t left = fc->sleep_ms > 0 && credit > 1 ? (size_t)credit : 1;
-			n = run_length(fc, i, fc->sleep_ms > 0 ? left : img->pages);
+			size_t left = paced && credit > 1 ? (size_t)credit : 1;
+			n = run_length(fc, i, paced ? left : img->pages);
 			int r = fc->op[i] == FLOOR_MAP
 					? (mmap(p, n * WL_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fc->fd,
 						(off_t)fc->store_page[i] * WL_PAGE) == MAP_FAILED)
@@ -69,11 +72,16 @@ void floor_calls_run(const struct floor_calls *fc, struct floor_out *out)
 		}
 		i += n;
 		credit -= (double)n;
-		if (credit < 1 && fc->sleep_ms > 0) {
-			nap_ms(fc->sleep_ms);
+		if (credit < 1 && paced && i < img->pages) {
+			if (fc->turn)
+				fc->turn(fc->turn_arg, false);
+			else
+				floor_nap_ms(fc->sleep_ms);
 			credit += fc->pages_per_tick;
 		}
 	}
+	if (fc->turn)
+		fc->turn(fc->turn_arg, true);
 	out->cpu_all = probe_thread_cpu(tid) - cpu0;
 	out->wall = probe_now() - t0;
 }

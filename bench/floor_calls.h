@@ -8,6 +8,7 @@
 #ifndef SP_BENCH_FLOOR_CALLS_H
 #define SP_BENCH_FLOOR_CALLS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "workload.h"
@@ -21,6 +22,11 @@ struct floor_calls {
 	int fd;                      /* the store */
 	double pages_per_tick;       /* pages of the image per turn (pages_to_scan) */
 	long sleep_ms;               /* between turns (sleep_millisecs) */
+	/* Turns shared with others (NULL: turns of our own, sleep_ms apart):
+	 * called before the first turn and after each (last: no more), it
+	 * waits for this caller's next turn, sleeping sleep_ms between. */
+	void (*turn)(void *arg, bool last);
+	void *turn_arg;
 };
 
 struct floor_out {
@@ -37,5 +43,8 @@ struct floor_out {
  * mapped by one mmap(MAP_FIXED), neighbouring zero pages dropped by one
  * MADV_DONTNEED, within one turn: as any merger could at best. */
 void floor_calls_run(const struct floor_calls *fc, struct floor_out *out);
+
+/* Sleep ms milliseconds, signals or not. */
+void floor_nap_ms(long ms);
 
 #endif

@@ -10,6 +10,7 @@
 #define SP_BENCH_PROCS_VS_KSM_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -27,6 +28,7 @@ struct pv_cfg {
 	bool floor;                  /* no merger: the mapping floor (--floor) */
 	bool converge_only;          /* stop once converged: no steady window */
 	int store_fd;                /* the floor's store, shared by every worker */
+	struct pv_turns *turns;      /* and its turns, in memory shared by them */
 	const char *samepaged;       /* the daemon's program */
 	unsigned nprocs;
 	struct ksm_pace pace;
@@ -99,8 +101,16 @@ enum {
  * PV_FLOOR_PLAN is followed by this and by distinct uint64_t each of
  * off[] (this worker's first copy number per content) and first[]; the
  * worker plans untimed, writes the store pages whose first copy it holds,
- * and answers a pv_floor. PV_FLOOR_GO: it makes the planned calls at
- * the pace (its share of pages_to_scan) and answers a pv_floor. */
+ * and answers a pv_floor. PV_FLOOR_GO: it makes the planned calls in
+ * its turns (struct pv_turns) and answers a pv_floor. */
+/* The floor's workers take turns as samepaged's clients do: one at a
+ * time, pages_to_scan pages, then sleep_millisecs, then the next one
+ * still working (futex on holder, shared between the processes). */
+struct pv_turns {
+	_Atomic uint32_t holder;     /* worker whose turn it is */
+	_Atomic uint64_t done;       /* bit per worker that has finished */
+};
+
 struct pv_floor_plan {
 	uint32_t distinct, max_page_sharing;
 	double pages_per_tick;

@@ -446,14 +446,14 @@ static void converge(struct ph *ph, struct pv_result *r)
 
 /* --floor: no merger; every worker makes the mapping calls sharing its
  * duplicates and dropping its zero pages needs, planned beforehand from
- * the images (copies numbered over all workers, one store for all), all
- * workers at once, each at its share of the pace. */
+ * the images (copies numbered over all workers, one store for all), in
+ * turns as samepaged gives them: one worker at a time. */
 static void floor_converge(struct ph *ph, struct pv_result *r)
 {
 	const struct pv_cfg *c = ph->c;
 	uint32_t n = ph->w[0].ready.distinct;
 	uint64_t mps = c->pace.max_page_sharing ? c->pace.max_page_sharing : 1, nstore = 0;
-	struct pv_floor_plan pl = { n, (uint32_t)mps, (double)c->pace.pages_to_scan / ph->n, c->pace.sleep_ms };
+	struct pv_floor_plan pl = { n, (uint32_t)mps, (double)c->pace.pages_to_scan, c->pace.sleep_ms };
 	size_t len = sizeof(pl) + 2 * (size_t)n * sizeof(uint64_t);
 	char *msg = malloc(len);
 	uint64_t *sum = calloc(n + 1, sizeof(*sum));
@@ -689,10 +689,20 @@ bool pv_phase_run(const struct pv_cfg *cfg, sp_ksm *k, struct pv_result *r)
 	fc = *cfg;
 	const struct pv_cfg *c = &fc;
 	fc.store_fd = -1;
-	/* the floor's store: made before the workers, who inherit it */
-	if (c->floor && (fc.store_fd = memfd_create("procs_vs_ksm-floor", MFD_CLOEXEC)) < 0) {
-		fail(r, "the floor's store memfd%s", "", -errno);
-		return false;
+	fc.turns = NULL;
+	/* the floor's store and turns: made before the workers, who inherit them */
+	if (c->floor) {
+		void *t = mmap(NULL, sizeof(*fc.turns), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		fc.store_fd = memfd_create("procs_vs_ksm-floor", MFD_CLOEXEC);
+		if (fc.store_fd < 0 || t == MAP_FAILED) {
+			fail(r, "the floor's store or turns%s", "", -errno);
+			if (t != MAP_FAILED)
+				munmap(t, sizeof(*fc.turns));
+			if (fc.store_fd >= 0)
+				close(fc.store_fd);
+			return false;
+		}
+		fc.turns = t;  /* zeros: worker 0's turn, nobody done */
 	}
 	ph.c = c;
 	ph.k = k;
@@ -729,7 +739,9 @@ bool pv_phase_run(const struct pv_cfg *cfg, sp_ksm *k, struct pv_result *r)
 	if (r->status || pv_interrupted)
 		goto out;
 	if (!c->converge_only && !c->floor)
-		steady(&ph, r);
+		steady(&ph, r);  /* pauses the writers */
+	else if (pv_workers_cmd(ph.w, ph.n, PV_PAUSE, CMD_TIMEOUT))
+		goto lost;  /* paused: the pages are checked next */
 	r->saved_end = c->floor ? (int64_t)r->floor_ops : m_saved(&ph);
 	final_counters(&ph, r);
 	r->avail_after = probe_mem_available();
@@ -751,6 +763,8 @@ out:
 		daemon_stop(&ph, r);
 	if (fc.store_fd >= 0)
 		close(fc.store_fd);
+	if (fc.turns)
+		munmap(fc.turns, sizeof(*fc.turns));
 	if (!c->daemon) {
 		sp_diag d;
 		sp_ksm_set_run(k, 2, &d);

@@ -14,6 +14,8 @@
 #include "procs_vs_ksm.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <samepage.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,6 +81,8 @@ static int read_all(int fd, void *buf, size_t len, double timeout)
 
 struct wk {
 	const struct pv_cfg *c;
+	unsigned index;
+	bool has_turn;               /* --floor */
 	sp_engine *e;
 	pid_t engine_tid;
 	struct wl_params p;
@@ -334,8 +339,40 @@ out:
 	write_all(rep, &f, sizeof(f));
 }
 
-/* PV_FLOOR_GO: the planned calls at this worker's share of the pace, on
- * its main thread, as an engine's thread would make them. */
+/* The end of this worker's turn (if it had one): sleep_millisecs, then
+ * the next worker still working has its turn. Then, unless last, wait
+ * for ours. */
+static void floor_turn(void *arg, bool last)
+{
+	struct wk *k = arg;
+	struct pv_turns *t = k->c->turns;
+	unsigned me = k->index, n = k->c->nprocs;
+	if (k->has_turn) {
+		if (k->plan.sleep_ms > 0)
+			floor_nap_ms(k->plan.sleep_ms);
+		if (last)
+			atomic_fetch_or(&t->done, 1ull << me);
+		uint64_t done = atomic_load(&t->done);
+		unsigned next = me;
+		for (unsigned s = 1; s <= n; s++)
+			if (!((done >> ((me + s) % n)) & 1)) {
+				next = (me + s) % n;
+				break;
+			}
+		atomic_store(&t->holder, next);
+		syscall(SYS_futex, &t->holder, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+		k->has_turn = false;
+	}
+	if (last)
+		return;
+	uint32_t h;
+	while ((h = atomic_load(&t->holder)) != me)
+		syscall(SYS_futex, &t->holder, FUTEX_WAIT, h, NULL, NULL, 0);
+	k->has_turn = true;
+}
+
+/* PV_FLOOR_GO: the planned calls in this worker's turns, on its main
+ * thread, as an engine's thread would make them. */
 static void floor_go(struct wk *k, int rep)
 {
 	struct pv_floor f = { 0 };
@@ -343,7 +380,7 @@ static void floor_go(struct wk *k, int rep)
 		floor_fail(&f, "no plan", EPROTO);
 	} else {
 		struct floor_calls fc = { &k->img, k->op, k->store_page, k->c->store_fd, k->plan.pages_per_tick,
-					  k->plan.sleep_ms };
+					  k->plan.sleep_ms, floor_turn, k };
 		struct floor_out o;
 		floor_calls_run(&fc, &o);
 		f = (struct pv_floor){ .nops = o.nops, .calls = o.calls, .cpu90 = o.cpu90, .cpu99 = o.cpu99,
@@ -358,6 +395,7 @@ static void worker_main(const struct pv_cfg *c, unsigned index, int cmd, int rep
 {
 	static struct wk k;
 	k.c = c;
+	k.index = index;
 	struct pv_ready rd = { 0 };
 	rd.status = setup(&k, index, &rd);
 	if (write_all(rep, &rd, sizeof(rd)) || rd.status)
