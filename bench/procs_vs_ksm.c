@@ -52,6 +52,7 @@ struct opts {
 	bool run_pace[2];
 	unsigned ns[MAX_NS], nn;
 	bool floor;                  /* the kernel against the mapping floor */
+	bool samepaged_only;         /* profiling, A/B of builds: no kernel phase, no verdicts */
 	unsigned rounds;             /* --floor: kernel, floor, kernel, floor... */
 };
 
@@ -92,6 +93,8 @@ static void usage(FILE *f)
 	      "                          one store for all and drops its zero pages, planned\n"
 	      "                          beforehand (docs/cross-process.md)\n"
 	      "  --rounds N              --floor: kernel and floor phases, alternating (3)\n"
+	      "  --samepaged-only        samepaged's phases alone, its own figures, no verdicts\n"
+	      "                          (to profile it, or to compare two builds)\n"
 	      "exit status: 0 every target passed, 3 some target failed (or a page was\n"
 	      "corrupted), 1 the run could not be completed, 2 bad usage, 4 no KSM\n",
 	      f);
@@ -116,7 +119,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	enum { O_PROCS = 256, O_SIZE, O_SHARED, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_SAME, O_REGIONS,
 	       O_CLUSTER, O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP,
 	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_FLOOR, O_ROUNDS,
-	       O_HELP };
+	       O_SD_ONLY, O_HELP };
 	static const struct option lo[] = {
 		{ "procs", 1, 0, O_PROCS }, { "size-per-proc", 1, 0, O_SIZE }, { "shared", 1, 0, O_SHARED },
 		{ "zero", 1, 0, O_ZERO }, { "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -131,7 +134,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "steady-seconds", 1, 0, O_STEADY }, { "settle-scans", 1, 0, O_SETTLE },
 		{ "settle-seconds", 1, 0, O_SETTLE_S }, { "baseline-seconds", 1, 0, O_BASELINE },
 		{ "verbose", 0, 0, O_VERBOSE }, { "floor", 0, 0, O_FLOOR }, { "rounds", 1, 0, O_ROUNDS },
-		{ "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
+		{ "samepaged-only", 0, 0, O_SD_ONLY }, { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
 	};
 	struct pv_cfg *c = &o->base;
 	struct wl_params *w = &c->wl;
@@ -175,6 +178,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_BASELINE: ok = arg_num(optarg, 0, 3600, &c->baseline_seconds); break;
 		case O_VERBOSE: c->verbose = true; break;
 		case O_FLOOR: o->floor = true; break;
+		case O_SD_ONLY: o->samepaged_only = true; break;
 		case O_ROUNDS:
 			ok = arg_num(optarg, 1, 100, &v) && v == floor(v);
 			o->rounds = (unsigned)v;
@@ -196,6 +200,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		return -1;
 	if (rounds_given && !o->floor) {
 		fprintf(stderr, PROG ": --rounds goes with --floor\n");
+		return -1;
+	}
+	if (o->floor && o->samepaged_only) {
+		fprintf(stderr, PROG ": --floor and --samepaged-only exclude each other\n");
 		return -1;
 	}
 	if (w->distinct == 0) {  /* each content once per process */
@@ -343,6 +351,29 @@ static void report_growth(const struct pace *pc, const struct opts *o, const str
 		printf("  %4u %7lld | %7s %7s %8s | %7s %7s %8s | %6s %6s | %6s %6s %8s | %5s %5s | %6s %6s\n",
 		       k->nprocs, (long long)k->pages, c[0], c[1], r[0], c[2], c[3], r[1], c[4], c[5], c[6], c[7], r[2],
 		       r[3], r[4], c[8], c[9]);
+	}
+}
+
+/* --samepaged-only: one line per N of samepaged's own figures. */
+static void report_only(const struct pace *pc, const struct opts *o, const struct pv_result *res,
+			const bool *have)
+{
+	printf("\n== %s: pages_to_scan=%ld sleep_millisecs=%ld, samepaged only ==\n", pc->name, pc->pages_to_scan,
+	       pc->sleep_ms);
+	printf("  %4s %7s %8s %8s %8s %8s %9s %9s %8s %8s %7s\n", "N", "pages", "to 99%", "CPU 99%", "of it sd",
+	       "p99", "steady", "saved", "saved", "PSS drop", "pages");
+	printf("  %4s %7s %8s %8s %8s %8s %9s %9s %8s %8s %7s\n", "", "", "(s)", "(s)", "(s)", "(us)",
+	       "(ms/pass)", "(pages)", "/possib.", "(MiB)", "wrong");
+	for (unsigned i = 0; i < o->nn; i++) {
+		if (!have[i])
+			continue;
+		const struct pv_result *s = &res[i];
+		printf("  %4u %7lld %8.2f %8.3f %8.3f %8.2f %9.3f %9lld %8.3f %8.1f %7llu\n", s->nprocs,
+		       (long long)s->pages, s->t99, s->cpu99, s->conv_daemon_cpu, tbl_us(s->p99),
+		       s->s_scans > 0 ? 1000 * s->s_cpu / (double)s->s_scans : -1, (long long)s->saved_end,
+		       s->possible > 0 ? (double)s->saved_end / (double)s->possible : -1,
+		       (double)(s->pss_before - s->pss_after) / MIB,
+		       (unsigned long long)(s->bad_pages + s->bad_after_free));
 	}
 }
 
@@ -539,7 +570,7 @@ int main(int argc, char **argv)
 			c.pace.pages_to_scan = o.pace[pi].pages_to_scan;
 			c.pace.sleep_ms = o.pace[pi].sleep_ms;
 			bool ok = true;
-			for (int d = 0; d < 2 && ok; d++) {
+			for (int d = o.samepaged_only; d < 2 && ok; d++) {
 				c.daemon = d;
 				ok = run_phase(&c, k, &res[pi][ni][d]);
 			}
@@ -555,6 +586,23 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int fails = 0, targets = 0;
+	if (o.samepaged_only) {
+		bool bad = false;
+		for (int pi = 0; pi < 2; pi++) {
+			if (!o.run_pace[pi])
+				continue;
+			static struct pv_result only[MAX_NS];
+			for (unsigned ni = 0; ni < o.nn; ni++) {
+				only[ni] = res[pi][ni][1];
+				bad |= have[pi][ni] && only[ni].bad_pages + only[ni].bad_after_free > 0;
+			}
+			report_only(&o.pace[pi], &o, only, have[pi]);
+		}
+		printf("\n%.0f s in all; load at end %.2f; KSM knobs %s\n", probe_now() - t0, probe_loadavg(),
+		       restore ? "NOT all restored" : "restored");
+		sp_ksm_close(k);
+		return status || restore ? 1 : bad ? 3 : 0;
+	}
 	for (int pi = 0; pi < 2; pi++)
 		for (unsigned ni = 0; ni < o.nn; ni++)
 			if (have[pi][ni]) {
