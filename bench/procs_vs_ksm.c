@@ -118,8 +118,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	enum { O_PROCS = 256, O_SIZE, O_SHARED, O_ZERO, O_UNIQUE, O_VOLATILE, O_DISTINCT, O_SAME, O_REGIONS,
 	       O_CLUSTER, O_RATE, O_DUPRATE, O_SEED, O_PTS, O_SLEEP, O_FPTS, O_FSLEEP, O_CONFIGS, O_UZP,
-	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE, O_FLOOR, O_ROUNDS,
-	       O_SD_ONLY, O_HELP };
+	       O_MPS, O_SMART, O_SAMEPAGED, O_TIMEOUT, O_STEADY, O_SETTLE, O_SETTLE_S, O_BASELINE, O_VERBOSE,
+	       O_FLOOR, O_ROUNDS, O_SD_ONLY, O_HELP };
 	static const struct option lo[] = {
 		{ "procs", 1, 0, O_PROCS }, { "size-per-proc", 1, 0, O_SIZE }, { "shared", 1, 0, O_SHARED },
 		{ "zero", 1, 0, O_ZERO }, { "unique", 1, 0, O_UNIQUE }, { "volatile", 1, 0, O_VOLATILE },
@@ -355,7 +355,7 @@ static void report_growth(const struct pace *pc, const struct opts *o, const str
 }
 
 /* --samepaged-only: one line per N of samepaged's own figures. */
-static void report_only(const struct pace *pc, const struct opts *o, const struct pv_result *res,
+static void report_only(const struct pace *pc, const struct opts *o, const struct pv_result res[][2],
 			const bool *have)
 {
 	printf("\n== %s: pages_to_scan=%ld sleep_millisecs=%ld, samepaged only ==\n", pc->name, pc->pages_to_scan,
@@ -367,7 +367,7 @@ static void report_only(const struct pace *pc, const struct opts *o, const struc
 	for (unsigned i = 0; i < o->nn; i++) {
 		if (!have[i])
 			continue;
-		const struct pv_result *s = &res[i];
+		const struct pv_result *s = &res[i][1];
 		printf("  %4u %7lld %8.2f %8.3f %8.3f %8.2f %9.3f %9lld %8.3f %8.1f %7llu\n", s->nprocs,
 		       (long long)s->pages, s->t99, s->cpu99, s->conv_daemon_cpu, tbl_us(s->p99),
 		       s->s_scans > 0 ? 1000 * s->s_cpu / (double)s->s_scans : -1, (long long)s->saved_end,
@@ -375,6 +375,12 @@ static void report_only(const struct pace *pc, const struct opts *o, const struc
 		       (double)(s->pss_before - s->pss_after) / MIB,
 		       (unsigned long long)(s->bad_pages + s->bad_after_free));
 	}
+}
+
+static void print_footer(double t0, int restore)
+{
+	printf("\n%.0f s in all; load at end %.2f; KSM knobs %s\n", probe_now() - t0, probe_loadavg(),
+	       restore ? "NOT all restored" : "restored");
 }
 
 static void print_header(int argc, char **argv, const struct opts *o)
@@ -413,7 +419,7 @@ static bool run_phase(struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
 	bool ok = false;
 	for (int attempt = 0; attempt < 3 && !pv_interrupted; attempt++) {
 		fprintf(stderr, PROG ": N=%u, %s, pages_to_scan=%ld sleep_millisecs=%ld...\n", c->nprocs,
-			c->daemon ? "samepaged" : c->floor ? "the floor" : "kernel KSM", c->pace.pages_to_scan, c->pace.sleep_ms);
+			pv_merger_name(c), c->pace.pages_to_scan, c->pace.sleep_ms);
 		ok = pv_phase_run(c, k, r);
 		if (!ok) {
 			fprintf(stderr, PROG ": the phase failed: %s\n", r->status ? r->error : "interrupted");
@@ -428,8 +434,8 @@ static bool run_phase(struct pv_cfg *c, sp_ksm *k, struct pv_result *r)
 
 /* --floor: for each pace and N, the kernel's KSM against the mapping floor
  * in alternating rounds, so that the machine's noise falls on both alike;
- * the kernel's phases stop once converged. 0, or 1 if a phase could not
- * be measured. */
+ * the kernel's phases stop once converged. 0; 1 if a phase could not be
+ * measured; 3 if a page read wrong. */
 static int floor_rounds(const struct opts *o, sp_ksm *k)
 {
 	int status = 0;
@@ -552,8 +558,7 @@ int main(int argc, char **argv)
 		int st = floor_rounds(&o, k);
 		int restore = ksm_knobs_restore(k, &saved, PROG);
 		bench_lock_release(lock);
-		printf("\n%.0f s in all; load at end %.2f; KSM knobs %s\n", probe_now() - t0, probe_loadavg(),
-		       restore ? "NOT all restored" : "restored");
+		print_footer(t0, restore);
 		sp_ksm_close(k);
 		return pv_interrupted || restore ? 1 : st;
 	}
@@ -591,15 +596,11 @@ int main(int argc, char **argv)
 		for (int pi = 0; pi < 2; pi++) {
 			if (!o.run_pace[pi])
 				continue;
-			static struct pv_result only[MAX_NS];
-			for (unsigned ni = 0; ni < o.nn; ni++) {
-				only[ni] = res[pi][ni][1];
-				bad |= have[pi][ni] && only[ni].bad_pages + only[ni].bad_after_free > 0;
-			}
-			report_only(&o.pace[pi], &o, only, have[pi]);
+			for (unsigned ni = 0; ni < o.nn; ni++)
+				bad |= have[pi][ni] && res[pi][ni][1].bad_pages + res[pi][ni][1].bad_after_free > 0;
+			report_only(&o.pace[pi], &o, res[pi], have[pi]);
 		}
-		printf("\n%.0f s in all; load at end %.2f; KSM knobs %s\n", probe_now() - t0, probe_loadavg(),
-		       restore ? "NOT all restored" : "restored");
+		print_footer(t0, restore);
 		sp_ksm_close(k);
 		return status || restore ? 1 : bad ? 3 : 0;
 	}

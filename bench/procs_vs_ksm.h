@@ -95,14 +95,6 @@ enum {
 	PV_FLOOR_PLAN = 'P', PV_FLOOR_GO = 'F',
 };
 
-/* The mapping floor across processes (--floor): the parent numbers every
- * copy of a base-image content over all workers, so that copies g of
- * content k share store page first[k] + g / max_page_sharing, as merged.
- * PV_FLOOR_PLAN is followed by this and by distinct uint64_t each of
- * off[] (this worker's first copy number per content) and first[]; the
- * worker plans untimed, writes the store pages whose first copy it holds,
- * and answers a pv_floor. PV_FLOOR_GO: it makes the planned calls in
- * its turns (struct pv_turns) and answers a pv_floor. */
 /* The floor's workers take turns as samepaged's clients do: one at a
  * time, pages_to_scan pages, then sleep_millisecs, then the next one
  * still working (futex on holder, shared between the processes). */
@@ -111,6 +103,14 @@ struct pv_turns {
 	_Atomic uint64_t done;       /* bit per worker that has finished */
 };
 
+/* The mapping floor across processes (--floor): the parent numbers every
+ * copy of a base-image content over all workers, so that copies g of
+ * content k share store page first[k] + g / max_page_sharing, as merged.
+ * PV_FLOOR_PLAN is followed by this and by distinct uint64_t each of
+ * off[] (this worker's first copy number per content) and first[]; the
+ * worker plans untimed, writes the store pages whose first copy it holds,
+ * and answers a pv_floor. PV_FLOOR_GO: it makes the planned calls in
+ * its turns (struct pv_turns) and answers a pv_floor. */
 struct pv_floor_plan {
 	uint32_t distinct, max_page_sharing;
 	double pages_per_tick;
@@ -191,6 +191,9 @@ struct pv_result {
 	int daemon_log_errors;
 	char daemon_log_first[240];
 };
+
+/* "samepaged", "the floor" or "kernel KSM": who merges in a phase. */
+const char *pv_merger_name(const struct pv_cfg *c);
 
 /* Run one phase; false when it could not be measured (r->error says why).
  * k: the kernel's KSM (stopped, or set to the pace, here). */

@@ -75,6 +75,11 @@ static void fail(struct pv_result *r, const char *fmt, const char *a, int err)
 	snprintf(r->error, sizeof(r->error), "%s%s%s", what, err ? ": " : "", err ? sp_strerror(err) : "");
 }
 
+const char *pv_merger_name(const struct pv_cfg *c)
+{
+	return c->daemon ? "samepaged" : c->floor ? "the floor" : "kernel KSM";
+}
+
 /* ------------------------------------------------------------ samepaged */
 
 static int daemon_start(struct ph *ph, struct pv_result *r)
@@ -518,7 +523,8 @@ static void floor_converge(struct ph *ph, struct pv_result *r)
 	r->writer_preempted = t.preempted - t0.preempted;
 	if (c->verbose)
 		fprintf(stderr, "    floor N=%u: %llu pages in %llu calls, %.1f s, %.3f s CPU\n", c->nprocs,
-			(unsigned long long)r->floor_ops, (unsigned long long)r->floor_calls, r->conv_wall, r->conv_cpu);
+			(unsigned long long)r->floor_ops, (unsigned long long)r->floor_calls, r->conv_wall,
+			r->conv_cpu);
 out:
 	free(msg);
 	free(sum);
@@ -672,7 +678,7 @@ static void verify_all(struct ph *ph, struct pv_result *r)
 			if (v.bad)
 				fprintf(stderr, PROG ": CORRUPTION: worker %d (N=%u, %s, %s): %llu of %llu pages differ "
 						     "from what was written, first page %lld\n",
-					(int)ph->pids[i], ph->n, ph->c->daemon ? "samepaged" : ph->c->floor ? "the floor" : "kernel KSM",
+					(int)ph->pids[i], ph->n, pv_merger_name(ph->c),
 					pass ? "after releasing the merger" : "merged", (unsigned long long)v.bad,
 					(unsigned long long)v.pages, (long long)v.first_bad);
 		}
