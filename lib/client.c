@@ -39,11 +39,14 @@ struct sp_remote {
 	uint32_t nnotes, notes_hwm;   /* notes queued; most since the last trim */
 	uint32_t notes_allowed;       /* this batch may still merge so many of them */
 	bool leased;                  /* STORE answers since our last SETTLE */
-	/* this batch's lookups */
+	/* lookups not yet sent: this batch's, or a few batches' (LOOKUP_WINDOW_NS) */
 	struct sp_lookup_rec *lk;
 	uint32_t *lk_rid;
 	size_t *lk_page;
 	uint32_t nlk;
+	int64_t lk_since_ns;          /* when the first of them was queued */
+	uint64_t lk_pass;             /* e->full_scans then */
+	bool lk_waited;               /* some waited for a later batch */
 	uint8_t *msg;                  /* receive buffer */
 	bool msg_big;                  /* PUBLISH used it beyond TRIM_BYTES this turn */
 	bool unmerge_all, grant_pending;
@@ -56,6 +59,13 @@ struct sp_remote {
 };
 
 #define QCAP 16384
+
+/* At a slow pace (a batch every sleep_millisecs), the lookups of several
+ * batches go to the daemon together, at most this long after the first of
+ * them was queued: a round trip per batch woke the daemon and us twice
+ * per batch, most of the cost of a batch of 100 pages. A merge comes at
+ * most this much later; lookups never wait across a pass. */
+#define LOOKUP_WINDOW_NS (100 * 1000000LL)
 
 /* Pages per PUBLISH we send (the protocol allows SP_PROTO_MAX_PUBLISH),
  * each batch a round trip to the daemon. What a burst touches of the
@@ -102,7 +112,7 @@ static void disconnect(sp_engine *e, const char *why)
 			fprintf(stderr, "samepage: lost samepaged: %s\n", why);
 	}
 	rm->nrefs = rm->nforget = rm->nnotes = rm->nlk = 0;
-	rm->grant_pending = rm->in_turn = rm->leased = false;
+	rm->grant_pending = rm->in_turn = rm->leased = rm->lk_waited = false;
 	rm->retry_ns = _sp_now_ns() + 200000000LL;
 }
 
@@ -377,6 +387,10 @@ void _sp_remote_queue(sp_engine *e, uint32_t rid, size_t i, uint64_t key, uint8_
 	struct sp_remote *rm = e->remote;
 	if (rm->nlk >= SP_MAX_JOBS)
 		return;
+	if (rm->nlk == 0) {
+		rm->lk_since_ns = _sp_now_ns();
+		rm->lk_pass = e->full_scans;
+	}
 	uintptr_t addr = e->ranges[rid]->start + i * SP_PAGE;
 	rm->lk[rm->nlk] = (struct sp_lookup_rec){ key, addr, node, 0 };
 	rm->lk_rid[rm->nlk] = rid;
@@ -463,17 +477,75 @@ static void notes_to_lookups(sp_engine *e)
 	}
 }
 
+/* May the queued lookups wait for the next batch? Only within a turn at a
+ * slow pace, while the next batch comes within the window, in this pass. */
+static bool may_wait(const sp_engine *e)
+{
+	const struct sp_remote *rm = e->remote;
+	if (rm->nlk == 0)
+		return true;
+	if (!rm->in_turn || rm->turn_sleep_ms == 0 || rm->nlk >= SP_MAX_JOBS * 3 / 4 || e->full_scans != rm->lk_pass)
+		return false;
+	return _sp_now_ns() + (int64_t)rm->turn_sleep_ms * 1000000LL < rm->lk_since_ns + LOOKUP_WINDOW_NS;
+}
+
+/* Lookups queued in earlier batches: the engine's lock was let go since,
+ * and the program may have unregistered, remapped or written their pages.
+ * Keep those whose page is still ours, with the content looked up, and
+ * each page once; re-find its range (ids are reused). */
+#define SEEN_SLOTS (2 * SP_MAX_JOBS)
+
+static uint32_t still_valid_lookups(sp_engine *e, uint32_t n)
+{
+	struct sp_remote *rm = e->remote;
+	uintptr_t seen[SEEN_SLOTS] = { 0 };
+	uint32_t keep = 0;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t rid;
+		struct sp_range *r = _sp_range_at(e, rm->lk[k].addr, &rid);
+		if (!r)
+			continue;
+		size_t i = (rm->lk[k].addr - r->start) / SP_PAGE;
+		struct sp_page *pg = &r->pg[i];
+		if (pg->state == SP_PG_MERGED || pg->state == SP_PG_ZERO || pg->state == SP_PG_HOLE ||
+		    _sp_key(e, pg) != rm->lk[k].key)
+			continue;
+		/* a page noted by the daemon may be queued by the scan too */
+		size_t h = (size_t)(rm->lk[k].addr / SP_PAGE * 0x9E3779B97F4A7C15ull >> 40) % SEEN_SLOTS;
+		while (seen[h] && seen[h] != rm->lk[k].addr)
+			h = (h + 1) % SEEN_SLOTS;
+		if (seen[h])
+			continue;
+		seen[h] = rm->lk[k].addr;
+		rm->lk[keep] = rm->lk[k];
+		rm->lk_rid[keep] = rid;
+		rm->lk_page[keep] = i;
+		keep++;
+	}
+	return keep;
+}
+
 /* Turn the queued lookups into merge jobs (appended after njobs): LOOKUP,
  * then PUBLISH the pages the daemon wants. Returns the new number of jobs.
- * Nothing is frozen here. */
-size_t _sp_remote_resolve(sp_engine *e, size_t njobs)
+ * Nothing is frozen here. may_defer: the end of a batch, where the
+ * lookups may wait for the next one (may_wait()). */
+size_t _sp_remote_resolve(sp_engine *e, size_t njobs, bool may_defer)
 {
 	struct sp_remote *rm = e->remote;
 	size_t base = njobs;
 	notes_to_lookups(e);
+	if (may_defer && rm->fd >= 0 && may_wait(e)) {
+		rm->lk_waited |= rm->nlk > 0;
+		return njobs;
+	}
 	uint32_t n = rm->nlk;
 	rm->nlk = 0;
 	if (n == 0 || rm->fd < 0)
+		return njobs;
+	if (rm->lk_waited)
+		n = still_valid_lookups(e, n);
+	rm->lk_waited = false;
+	if (n == 0)
 		return njobs;
 	if (send_counted(e, SP_MSG_LOOKUP, rm->lk, n, sizeof(struct sp_lookup_rec)) ||
 	    recv_until(e, SP_MSG_LOOKUP_REPLY, RPC_TIMEOUT_MS) < 0)
@@ -618,6 +690,8 @@ void *_sp_remote_main(void *arg)
 			rm->grant_pending = true;
 		if (rm->unmerge_all) {
 			rm->unmerge_all = false;
+			rm->nlk = 0;
+			rm->lk_waited = false;
 			_sp_unmerge_all(e, true);
 			waiting_pages_to(e, SP_PG_NEW);
 			_sp_remote_flush(e);
@@ -733,4 +807,6 @@ void _sp_remote_child(sp_engine *e)
 	rm->fd = -1;
 	rm->ever_connected = false;
 	rm->grant_pending = rm->in_turn = false;  /* the parent's turn, not ours */
+	rm->nlk = 0;  /* the parent's lookups */
+	rm->lk_waited = false;
 }

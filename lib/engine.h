@@ -422,7 +422,7 @@ bool _sp_remote_full(const sp_engine *e);
 void _sp_remote_notes_budget(sp_engine *e, uint32_t pages);
 uint32_t _sp_remote_notes_left(const sp_engine *e);
 bool _sp_remote_notes_pending(const sp_engine *e);
-size_t _sp_remote_resolve(sp_engine *e, size_t njobs);
+size_t _sp_remote_resolve(sp_engine *e, size_t njobs, bool may_defer);
 void _sp_remote_ref(sp_engine *e, uint32_t id, int refs, int sharers);
 void _sp_remote_forget(sp_engine *e, uint64_t key, uintptr_t addr);
 void _sp_remote_flush(sp_engine *e);

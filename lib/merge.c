@@ -440,6 +440,8 @@ static void do_job(sp_engine *e, struct sp_job *j)
 	}
 
 	if (j->kind == SP_JOB_STABLE) {
+		if (b->state == SP_PG_MERGED)
+			return;  /* the page was a job twice (looked up and noted): merged by the first */
 		if (!store_usable(e, j->store, _sp_key(e, b)) ||
 		    _sp_page_cmp(bp, _sp_store_data(&e->store, j->store)) != 0) {
 			make_unshared(e, j->rid, j->page);

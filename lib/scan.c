@@ -153,11 +153,12 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 	}
 }
 
-/* One round: at most SP_MAX_JOBS merges. */
-static void flush_round(sp_engine *e, size_t *njobs)
+/* One round: at most SP_MAX_JOBS merges. may_defer: at the end of a batch,
+ * where lookups may wait for the next one (client.c, may_wait()). */
+static void flush_round(sp_engine *e, size_t *njobs, bool may_defer)
 {
 	if (e->remote)
-		*njobs = _sp_remote_resolve(e, *njobs);
+		*njobs = _sp_remote_resolve(e, *njobs, may_defer);
 	if (*njobs == 0)
 		return;
 	size_t n = *njobs;
@@ -198,10 +199,10 @@ static void flush_round(sp_engine *e, size_t *njobs)
  * one round per flush, the pages of a quiet pass (which queue no jobs of
  * their own) joined a few hundred per pass, and every extra pass walks
  * all of our memory. */
-static void flush_jobs(sp_engine *e, size_t *njobs)
+static void flush_jobs(sp_engine *e, size_t *njobs, bool may_defer)
 {
 	do
-		flush_round(e, njobs);
+		flush_round(e, njobs, may_defer);
 	while (e->remote && _sp_remote_notes_pending(e));
 }
 
@@ -418,7 +419,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 	size_t present = 0;
 	for (size_t i = first; i < first + n; i++) {
 		if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
-			flush_jobs(e, njobs);
+			flush_jobs(e, njobs, false);
 		r = e->ranges[rid];
 		if (!r || i >= r->npages)
 			break;
@@ -515,7 +516,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		if (_sp_track_arm(e, start + i * SP_PAGE, start + k * SP_PAGE) == 0) {
 			for (size_t x = i; x < k; x++) {
 				if (*njobs >= SP_MAX_JOBS || (e->remote && _sp_remote_full(e)))
-					flush_jobs(e, njobs);
+					flush_jobs(e, njobs, false);
 				r = e->ranges[rid];
 				if (!r || first + x >= r->npages)
 					continue;
@@ -686,7 +687,7 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 			/* Wrapped: a full scan is complete, and like ksmd's the
 			 * batch ends with it (none is counted while nothing is
 			 * registered). */
-			flush_jobs(e, &njobs);
+			flush_jobs(e, &njobs, false);
 			bool counted = e->pass_pages > 0;
 			if (counted)
 				end_of_pass(e);
@@ -736,7 +737,7 @@ int _sp_scan_batch(sp_engine *e, size_t budget)
 		if (e->cur_page == blk_end)
 			e->blk_whole = false;
 	}
-	flush_jobs(e, &njobs);
+	flush_jobs(e, &njobs, true);
 	visited += notes_used(e, budget);
 	if (e->remote)
 		_sp_remote_notes_budget(e, 0);

@@ -1022,6 +1022,113 @@ static void test_chaos(void **state)
 	cleanup_dir();
 }
 
+/* The child of test_lookups_outlive_their_pages: for `ms` milliseconds it
+ * unregisters, rewrites or unmaps and maps again, and registers chunks of
+ * its region while the engine merges them, then checks every page and
+ * answers; 'q' to quit. Chunk contents take one of three generations, so
+ * the clients' chunks keep meeting as equals. */
+static void churn_body(int cmd, int reply, size_t pages, size_t distinct, int ms)
+{
+	enum { CHUNK = 16, GENS = 3 };
+	sp_engine *e;
+	if (sp_engine_new(SP_ENGINE_SHARED, &e))
+		_exit(6);
+	uint8_t *m = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t gen[pages / CHUNK];
+	memset(gen, 0, sizeof(gen));
+	for (size_t i = 0; i < pages; i++)
+		fill(m + i * PG, i % distinct);
+	if (sp_madvise(e, m, pages * PG, MADV_MERGEABLE))
+		_exit(7);
+	uint64_t rng = 0x5851F42D4C957F2Dull ^ (uint64_t)getpid();
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		size_t c = (size_t)(test_rng(&rng) % (pages / CHUNK));
+		uint8_t *q = m + c * CHUNK * PG;
+		int rc = 0;
+		if (test_rng(&rng) % 2) {
+			rc = sp_madvise(e, q, CHUNK * PG, MADV_UNMERGEABLE);
+		} else {
+			rc = sp_munmap(e, q, CHUNK * PG);
+			msleep(20);  /* a hole for a while: what was queued must not be read */
+			if (!rc && mmap(q, CHUNK * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+					-1, 0) != q)
+				rc = -1;
+		}
+		if (rc)
+			_exit(10);
+		gen[c] = (uint8_t)((gen[c] + 1) % GENS);
+		for (size_t i = c * CHUNK; i < (c + 1) * CHUNK; i++)
+			fill(m + i * PG, gen[c] * 1000000ull + i % distinct);
+		if (sp_madvise(e, q, CHUNK * PG, MADV_MERGEABLE))
+			_exit(11);
+		msleep(1 + (int)(test_rng(&rng) % 8));
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+	msleep(200);
+	struct answer a = { 0, 0, 0, (uintptr_t)m };
+	for (size_t i = 0; i < pages; i++)
+		a.bad += !filled_ok(m + i * PG, gen[i / CHUNK] * 1000000ull + i % distinct);
+	char c;
+	if (write(reply, &a, sizeof(a)) != sizeof(a) || read(cmd, &c, 1) < 0)
+		_exit(9);
+	sp_engine_free(e);
+	_exit(0);
+}
+
+/* At a slow pace a client's lookups wait for a few batches before they go
+ * to the daemon together (client.c, LOOKUP_WINDOW_NS), and the engine's
+ * lock is let go in between: the program may unregister, rewrite or unmap
+ * their pages meanwhile. Three clients do so all the time while merging
+ * goes on: no page may differ from what its process last wrote, and once
+ * they are gone no store page may be left shared. */
+static void test_lookups_outlive_their_pages(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	set_pace("24", "3");
+	enum { K = 3, PAGES = 1024, DISTINCT = 128, MS = 4000 };
+	struct client c[K];
+	for (int k = 0; k < K; k++) {
+		int a[2], b[2];
+		assert_int_equal(pipe(a), 0);
+		assert_int_equal(pipe(b), 0);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			close(a[1]);
+			close(b[0]);
+			churn_body(a[0], b[1], PAGES, DISTINCT, san_ms(MS));
+		}
+		close(a[0]);
+		close(b[1]);
+		c[k] = (struct client){ pid, a[1], b[0] };
+	}
+	int64_t most = 0;
+	for (int t = 0; t < san_ms(MS); t += 100, msleep(100)) {
+		int64_t sharing = domain_sample().value[SP_PAGES_SHARING];
+		most = sharing > most ? sharing : most;
+	}
+	for (int k = 0; k < K; k++) {
+		struct answer a;
+		assert_int_equal(read(c[k].reply, &a, sizeof(a)), sizeof(a));
+		if (a.bad)
+			fail_msg("client %d: %d pages differ from what it wrote", k, a.bad);
+	}
+	print_message("pages_sharing reached %lld while the clients churned\n", (long long)most);
+	assert_true(most > 0);
+	for (int k = 0; k < K; k++)
+		assert_int_equal(client_stop(&c[k]), 0);
+	int64_t shared = -1;
+	for (int t = 0; t < san_ms(5000) && shared != 0; t += 50, msleep(50))
+		shared = domain_sample().value[SP_PAGES_SHARED];
+	assert_int_equal(shared, 0);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 /* One system daemon, two users with the same data: they never share. */
 static void test_two_users_never_share(void **state)
 {
@@ -1263,6 +1370,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_client_reconnects_keeps_pages),
 		cmocka_unit_test(test_exec_releases_store_pages),
 		cmocka_unit_test(test_chaos),
+		cmocka_unit_test(test_lookups_outlive_their_pages),
 		cmocka_unit_test(test_two_users_never_share),
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
