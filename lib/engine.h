@@ -392,6 +392,7 @@ struct sp_run {
 	uintptr_t start;
 	size_t pages;
 	size_t loose, nloose;  /* e->loose[loose..+nloose): its pages left unprotected */
+	size_t njob;           /* its pages that are jobs' */
 	bool frozen;
 };
 

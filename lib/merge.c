@@ -148,6 +148,25 @@ static int protect(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 	return _sp_uffd_wp(e->uffd.freeze, start, end - start, true);
 }
 
+/* The thaw's re-arm of a piece, skipped when all its pages merged: a write
+ * to a merged page is seen by the copy it makes, an anonymous page where
+ * the store's was (visit_span()), protected or not. Most pieces of a first
+ * merge are a job or two between pages on probation, so this saves a
+ * PAGEMAP_SCAN per merge; their cats stay "present, file" (not copied). */
+static int rearm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
+{
+	uint32_t rid;
+	struct sp_range *r = _sp_range_at(e, start, &rid);
+	if (r && end <= r->start + r->npages * SP_PAGE) {
+		size_t i = (start - r->start) / SP_PAGE, last = (end - r->start) / SP_PAGE;
+		while (i < last && r->pg[i].state == SP_PG_MERGED)
+			i++;
+		if (i == last)
+			return 0;
+	}
+	return arm(e, start, end, cats);
+}
+
 static void mark_changed(sp_engine *e, uint32_t rid, size_t i);
 
 static bool is_job_page(const uintptr_t *addrs, size_t na, uintptr_t a)
@@ -211,7 +230,8 @@ static int freeze_run(sp_engine *e, const struct sp_run *run, const uintptr_t *a
 	size_t len = run->pages * SP_PAGE;
 	int r;
 	if (e->tracking) {
-		if (addrs)
+		/* (no gap pages but hot ones: nothing to note) */
+		if (addrs && run->njob + run->nloose < run->pages)
 			note_gap_writes(e, run, addrs, na);
 		r = _sp_uffd_unregister(e->uffd.track, start, len);
 		if (r)
@@ -260,7 +280,7 @@ static void thaw_run(sp_engine *e, const struct sp_run *run, bool reregister, ui
 		}
 		_sp_uffd_wake(e->uffd.freeze, start, len);
 		if (reregister && _sp_uffd_register(e->uffd.track, start, len, true) == 0)
-			for_each_guarded(e, run, arm, cats);
+			for_each_guarded(e, run, rearm, cats);
 		return;
 	}
 	/* Checksum mode: pages stay on the freeze uffd; replaced ones need it again. */
@@ -498,12 +518,24 @@ static void sort_addrs(uintptr_t *a, size_t n)
 /* May the pages [from, to) between two runs be frozen with them? Freezing
  * a gap costs its writers a short wait, but one freeze per run is most of
  * a scattered merge's system calls. Quiet pages of one range, and hot ones
- * (pages on probation included): those are neither protected nor re-armed
- * (run->loose), so their writers never wait; with write tracking nothing
- * is lost, since a hot page is checksummed, not tracked. Pages just
- * written or copied, or not yet seen, end the run: they may be written
- * again soon, and must not wait. */
+ * (pages on probation included) and pages not yet seen: those are neither
+ * protected nor re-armed (run->loose), so their writers never wait; with
+ * write tracking nothing is lost, since neither kind is armed: a hot page
+ * is checksummed, a new one reads as written. Pages just written or
+ * copied end the run: they may be written again soon and must not wait,
+ * and they are armed. Counted at N = 8, most runs of a first merge ended
+ * at a new hot page (one the scan found changed, or in the queue of
+ * lookups) before those were loose. */
 #define GAP_PAGES 32
+
+static bool loose_page(const sp_engine *e, const struct sp_page *pg)
+{
+	if (!e->tracking)
+		return false;
+	if (pg->state == SP_PG_NEW)
+		return true;
+	return pg->hot && (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_HOLE || pg->state == SP_PG_UNSHARED);
+}
 
 static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *run, size_t *nloose)
 {
@@ -513,19 +545,18 @@ static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *ru
 	struct sp_range *r = _sp_range_at(e, from - SP_PAGE, &rid);
 	if (!r || _sp_range_at(e, to, &rid2) != r)
 		return false;
-	size_t hot = 0;
+	size_t loose = 0;
 	for (uintptr_t a = from; a < to; a += SP_PAGE) {
 		const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-		if (pg->hot && e->tracking &&
-		    (pg->state == SP_PG_WRITTEN || pg->state == SP_PG_HOLE || pg->state == SP_PG_UNSHARED))
-			hot++;
-		else if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED || pg->state == SP_PG_NEW)
+		if (loose_page(e, pg))
+			loose++;
+		else if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED)
 			return false;
 	}
-	if (*nloose + hot > 2 * SP_MAX_JOBS)
+	if (*nloose + loose > 2 * SP_MAX_JOBS)
 		return false;
-	for (uintptr_t a = from; hot && a < to; a += SP_PAGE)
-		if (r->pg[(a - r->start) / SP_PAGE].hot) {
+	for (uintptr_t a = from; loose && a < to; a += SP_PAGE)
+		if (loose_page(e, &r->pg[(a - r->start) / SP_PAGE])) {
 			e->loose[(*nloose)++] = a;
 			run->nloose++;
 		}
@@ -562,10 +593,12 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 		uintptr_t end = last ? last->start + last->pages * SP_PAGE : 0;
 		/* A run's categories must fit in e->cats. */
 		if (last && (addrs[i] - last->start) / SP_PAGE < SP_CATS &&
-		    (addrs[i] == end || gap_ok(e, end, addrs[i], last, &nloose)))
+		    (addrs[i] == end || gap_ok(e, end, addrs[i], last, &nloose))) {
 			last->pages = (addrs[i] - last->start) / SP_PAGE + 1;
-		else
-			runs[nruns++] = (struct sp_run){ addrs[i], 1, nloose, 0, false };
+			last->njob++;
+		} else {
+			runs[nruns++] = (struct sp_run){ addrs[i], 1, nloose, 0, 1, false };
+		}
 	}
 	for (size_t i = 0; i < nruns; i++)
 		runs[i].frozen = freeze_run(e, &runs[i], addrs, na) == 0;
@@ -630,7 +663,7 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 		_sp_meta_free(scratch, len);
 		return rc == -EFAULT || rc == -ENOMEM ? -ENOMEM : rc;
 	}
-	struct sp_run run = { start, k, 0, 0, false };
+	struct sp_run run = { start, k, 0, 0, k, false };
 	rc = freeze_run(e, &run, NULL, 0);  /* all merged or copied: no gaps */
 	if (rc) {
 		_sp_meta_free(scratch, len);
