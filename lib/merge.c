@@ -76,13 +76,19 @@ int _sp_track_unregister(sp_engine *e, uintptr_t start, size_t len)
 
 bool _sp_vma_headroom(sp_engine *e, size_t merges)
 {
-	/* An admin may lower the limit at any time: read it every batch
-	 * (a pread of a file kept open: a sysctl is generated at each read). */
-	char buf[32];
-	ssize_t got = e->max_map_fd >= 0 ? _sp_prim_pread(e->max_map_fd, buf, sizeof(buf) - 1, 0) : -1;
-	if (got > 0) {
-		buf[got] = 0;
-		e->max_map_count = atoi(buf);
+	/* An admin may lower the limit at any time: read it again when a
+	 * quarter of a second has gone by (a pread of a file kept open; the
+	 * sysctl's text is generated at each read, 1 % of a merging engine's
+	 * CPU when read every batch). The margin below covers the lag. */
+	int64_t now = _sp_now_ns();
+	if (now - e->max_map_read_ns >= 250000000LL) {
+		char buf[32];
+		ssize_t got = e->max_map_fd >= 0 ? _sp_prim_pread(e->max_map_fd, buf, sizeof(buf) - 1, 0) : -1;
+		if (got > 0) {
+			buf[got] = 0;
+			e->max_map_count = atoi(buf);
+		}
+		e->max_map_read_ns = now;
 	}
 	/* Each merge may split a VMA in three. Near the limit the program's own
 	 * munmap and mprotect start to fail, so keep an eighth of it free. */

@@ -86,9 +86,10 @@ static void cow_seen(sp_engine *e, struct sp_page *pg)
 	e->cow_ksm++;
 }
 
-/* Queue the right job for a quiet page, or index it. Returns false when the
- * job list is full (the caller runs it and retries). */
-static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
+/* Queue the right job for a quiet page, or index it. known: its hash, if
+ * the caller read the page just now (a page's second hash was a tenth of
+ * a first merge's CPU). */
+static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs, const uint64_t *known)
 {
 	struct sp_range *r = e->ranges[rid];
 	struct sp_page *pg = &r->pg[i];
@@ -99,7 +100,7 @@ static void consider(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 		e->pages_skipped++;
 		return;
 	}
-	uint64_t raw = _sp_hash_page((const void *)addr);
+	uint64_t raw = known ? *known : _sp_hash_page((const void *)addr);
 	struct sp_job *j = &e->jobs[*njobs];
 	memset(j, 0, sizeof(*j));
 	j->rid = rid;
@@ -314,11 +315,14 @@ static void settle_page(sp_engine *e, uint32_t rid, size_t i, size_t *njobs)
 	pg->hot = 0;
 	pg->quiet = 0;
 	if (pg->state == SP_PG_UNSHARED) {
-		if (_sp_hash_page((const void *)(r->start + i * SP_PAGE)) == pg->hash)
+		uint64_t h = _sp_hash_page((const void *)(r->start + i * SP_PAGE));
+		if (h == pg->hash)
 			return;
 		set_written(e, rid, i, true);
+		consider(e, rid, i, njobs, &h);
+		return;
 	}
-	consider(e, rid, i, njobs);
+	consider(e, rid, i, njobs, NULL);  /* read now that it is protected */
 }
 
 /* First contact with a page: memory is registered unarmed, so a new page
@@ -450,7 +454,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 				if (!is_present || (c & PAGE_IS_PFNZERO))
 					_sp_page_set_state(e, pg, SP_PG_HOLE);
 				else if (!own_page(r->start + i * SP_PAGE) && first_contact(e, rid, i))
-					consider(e, rid, i, njobs);
+					consider(e, rid, i, njobs, &pg->hash);  /* just read, held still */
 				continue;
 			}
 			if (c & PAGE_IS_WRITTEN) {
@@ -481,7 +485,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 			}
 			if (!held)
 				e->blk_changed = true;
-			consider(e, rid, i, njobs);
+			consider(e, rid, i, njobs, NULL);
 			continue;
 		}
 		/* The kernel's two-pass rule. */
@@ -501,7 +505,7 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 			pg->quiet = 1;
 			continue;
 		}
-		consider(e, rid, i, njobs);
+		consider(e, rid, i, njobs, &h);
 	}
 	/* Hot pages that held still: protect them (a walk per run), then
 	 * trust them. */
