@@ -446,6 +446,16 @@ static void add_job(sp_engine *e, size_t *njobs, uint32_t rid, size_t page, uint
 	j->store = id;
 }
 
+/* The registered page at addr (its range's id and index), or NULL. */
+static struct sp_page *page_at(sp_engine *e, uintptr_t addr, uint32_t *rid, size_t *i)
+{
+	struct sp_range *r = _sp_range_at(e, addr, rid);
+	if (!r)
+		return NULL;
+	*i = (addr - r->start) / SP_PAGE;
+	return &r->pg[*i];
+}
+
 /* Our pages the daemon says now have a store page (their partner
  * published): looked up now, so that the answer comes with a lease
  * (domain.c); a note is only a hint, its page may have gone since. */
@@ -459,12 +469,9 @@ static void notes_to_lookups(sp_engine *e)
 			continue;
 		}
 		uint32_t rid;
-		struct sp_range *r = _sp_range_at(e, rm->notes[k].addr, &rid);
-		if (!r)
-			continue;
-		size_t i = (rm->notes[k].addr - r->start) / SP_PAGE;
-		struct sp_page *pg = &r->pg[i];
-		if (pg->state != SP_PG_UNSHARED || _sp_key(e, pg) != rm->notes[k].key)
+		size_t i;
+		struct sp_page *pg = page_at(e, rm->notes[k].addr, &rid, &i);
+		if (!pg || pg->state != SP_PG_UNSHARED || _sp_key(e, pg) != rm->notes[k].key)
 			continue;
 		_sp_remote_queue(e, rid, i, rm->notes[k].key, pg->node);
 		rm->notes_allowed--;  /* a page merged counts as a page scanned */
@@ -502,12 +509,9 @@ static uint32_t still_valid_lookups(sp_engine *e, uint32_t n)
 	uint32_t keep = 0;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t rid;
-		struct sp_range *r = _sp_range_at(e, rm->lk[k].addr, &rid);
-		if (!r)
-			continue;
-		size_t i = (rm->lk[k].addr - r->start) / SP_PAGE;
-		struct sp_page *pg = &r->pg[i];
-		if (pg->state == SP_PG_MERGED || pg->state == SP_PG_ZERO || pg->state == SP_PG_HOLE ||
+		size_t i;
+		struct sp_page *pg = page_at(e, rm->lk[k].addr, &rid, &i);
+		if (!pg || pg->state == SP_PG_MERGED || pg->state == SP_PG_ZERO || pg->state == SP_PG_HOLE ||
 		    _sp_key(e, pg) != rm->lk[k].key)
 			continue;
 		/* a page noted by the daemon may be queued by the scan too */

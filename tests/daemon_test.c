@@ -284,7 +284,15 @@ static void client_body(int cmd, int reply, size_t pages, size_t distinct, int u
 	_exit(0);
 }
 
-static struct client client_start(size_t pages, size_t distinct, int uid, bool writer)
+struct client_args {
+	size_t pages, distinct;
+	int uid, ms;
+	bool writer;
+};
+
+/* A child process running body(cmd, reply, args), which never returns. */
+static struct client client_spawn(void (*body)(int cmd, int reply, const struct client_args *a),
+				  const struct client_args *args)
 {
 	int a[2], b[2];
 	assert_int_equal(pipe(a), 0);
@@ -294,11 +302,22 @@ static struct client client_start(size_t pages, size_t distinct, int uid, bool w
 	if (pid == 0) {
 		close(a[1]);
 		close(b[0]);
-		client_body(a[0], b[1], pages, distinct, uid, writer);
+		body(a[0], b[1], args);
 	}
 	close(a[0]);
 	close(b[1]);
-	struct client c = { pid, a[1], b[0] };
+	return (struct client){ pid, a[1], b[0] };
+}
+
+static void client_main(int cmd, int reply, const struct client_args *a)
+{
+	client_body(cmd, reply, a->pages, a->distinct, a->uid, a->writer);
+}
+
+static struct client client_start(size_t pages, size_t distinct, int uid, bool writer)
+{
+	struct client_args args = { pages, distinct, uid, 0, writer };
+	struct client c = client_spawn(client_main, &args);
 	char r;
 	assert_int_equal(read(c.reply, &r, 1), 1);
 	return c;
@@ -937,6 +956,20 @@ static void test_exec_releases_store_pages(void **state)
  * and replaced; the daemon is stopped (SIGTERM) or killed and started
  * again. Every client checks all its pages now and then, and all at the
  * end; once they are gone, the domain holds nothing. */
+/* The clients quit (each exits 0), and the daemon is left with no store
+ * page shared: every reference they held was released. */
+static void stop_all_nothing_shared(struct client *c, int n, pid_t daemon)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(client_stop(&c[i]), 0);
+	int64_t shared = -1;
+	for (int t = 0; t < san_ms(5000) && shared != 0; t += 50, msleep(50))
+		shared = domain_sample().value[SP_PAGES_SHARED];
+	assert_int_equal(shared, 0);
+	stop_daemon(daemon, SIGTERM);
+	cleanup_dir();
+}
+
 static void test_chaos(void **state)
 {
 	(void)state;
@@ -1012,14 +1045,7 @@ static void test_chaos(void **state)
 	print_message("%.0f s: %u pauses, %u lost connections, %u kills, %u daemon stops, %u daemon kills; "
 		      "%ld checks of all pages, none wrong\n",
 		      seconds, acts[0], acts[1], acts[2], acts[3], acts[4], checked);
-	for (int i = 0; i < K; i++)
-		assert_int_equal(client_stop(&c[i]), 0);
-	int64_t shared = -1;
-	for (int t = 0; t < san_ms(5000) && shared != 0; t += 50, msleep(50))
-		shared = domain_sample().value[SP_PAGES_SHARED];
-	assert_int_equal(shared, 0);
-	stop_daemon(d, SIGTERM);
-	cleanup_dir();
+	stop_all_nothing_shared(c, K, d);
 }
 
 /* The child of test_lookups_outlive_their_pages: for `ms` milliseconds it
@@ -1027,9 +1053,11 @@ static void test_chaos(void **state)
  * its region while the engine merges them, then checks every page and
  * answers; 'q' to quit. Chunk contents take one of three generations, so
  * the clients' chunks keep meeting as equals. */
-static void churn_body(int cmd, int reply, size_t pages, size_t distinct, int ms)
+static void churn_body(int cmd, int reply, const struct client_args *args)
 {
 	enum { CHUNK = 16, GENS = 3 };
+	size_t pages = args->pages, distinct = args->distinct;
+	int ms = args->ms;
 	sp_engine *e;
 	if (sp_engine_new(SP_ENGINE_SHARED, &e))
 		_exit(6);
@@ -1091,21 +1119,9 @@ static void test_lookups_outlive_their_pages(void **state)
 	set_pace("24", "3");
 	enum { K = 3, PAGES = 1024, DISTINCT = 128, MS = 4000 };
 	struct client c[K];
-	for (int k = 0; k < K; k++) {
-		int a[2], b[2];
-		assert_int_equal(pipe(a), 0);
-		assert_int_equal(pipe(b), 0);
-		pid_t pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0) {
-			close(a[1]);
-			close(b[0]);
-			churn_body(a[0], b[1], PAGES, DISTINCT, san_ms(MS));
-		}
-		close(a[0]);
-		close(b[1]);
-		c[k] = (struct client){ pid, a[1], b[0] };
-	}
+	struct client_args args = { PAGES, DISTINCT, -1, san_ms(MS), false };
+	for (int k = 0; k < K; k++)
+		c[k] = client_spawn(churn_body, &args);
 	int64_t most = 0;
 	for (int t = 0; t < san_ms(MS); t += 100, msleep(100)) {
 		int64_t sharing = domain_sample().value[SP_PAGES_SHARING];
@@ -1119,14 +1135,7 @@ static void test_lookups_outlive_their_pages(void **state)
 	}
 	print_message("pages_sharing reached %lld while the clients churned\n", (long long)most);
 	assert_true(most > 0);
-	for (int k = 0; k < K; k++)
-		assert_int_equal(client_stop(&c[k]), 0);
-	int64_t shared = -1;
-	for (int t = 0; t < san_ms(5000) && shared != 0; t += 50, msleep(50))
-		shared = domain_sample().value[SP_PAGES_SHARED];
-	assert_int_equal(shared, 0);
-	stop_daemon(d, SIGTERM);
-	cleanup_dir();
+	stop_all_nothing_shared(c, K, d);
 }
 
 /* One system daemon, two users with the same data: they never share. */
