@@ -528,10 +528,11 @@ static void sort_addrs(uintptr_t *a, size_t n)
  * protected nor re-armed (run->loose), so their writers never wait; with
  * write tracking nothing is lost, since neither kind is armed: a hot page
  * is checksummed, a new one reads as written. Pages just written or
- * copied end the run: they may be written again soon and must not wait,
- * and they are armed. Counted at N = 8, most runs of a first merge ended
- * at a new hot page (one the scan found changed, or in the queue of
- * lookups) before those were loose. */
+ * copied end the run (without write tracking, new ones too: nothing is
+ * loose there): they may be written again soon and must not wait.
+ * Counted at N = 8, most runs of a first merge ended at a new hot page
+ * (one the scan found changed, or in the queue of lookups) before those
+ * were loose. */
 #define GAP_PAGES 32
 
 static bool loose_page(const sp_engine *e, const struct sp_page *pg)
@@ -556,7 +557,7 @@ static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *ru
 		const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
 		if (loose_page(e, pg))
 			loose++;
-		else if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED)
+		else if (pg->hot || pg->state == SP_PG_WRITTEN || pg->state == SP_PG_COWED || pg->state == SP_PG_NEW)
 			return false;
 	}
 	if (*nloose + loose > 2 * SP_MAX_JOBS)
