@@ -498,14 +498,12 @@ static bool may_wait(const sp_engine *e)
 
 /* Lookups queued in earlier batches: the engine's lock was let go since,
  * and the program may have unregistered, remapped or written their pages.
- * Keep those whose page is still ours, with the content looked up, and
- * each page once; re-find its range (ids are reused). */
-#define SEEN_SLOTS (2 * SP_MAX_JOBS)
-
+ * Keep those whose page is still ours, with the content looked up; re-find
+ * its range (ids are reused). A page queued twice (by the scan and by a
+ * note) is merged by its first job only (merge.c, do_job()). */
 static uint32_t still_valid_lookups(sp_engine *e, uint32_t n)
 {
 	struct sp_remote *rm = e->remote;
-	uintptr_t seen[SEEN_SLOTS] = { 0 };
 	uint32_t keep = 0;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t rid;
@@ -514,13 +512,6 @@ static uint32_t still_valid_lookups(sp_engine *e, uint32_t n)
 		if (!pg || pg->state == SP_PG_MERGED || pg->state == SP_PG_ZERO || pg->state == SP_PG_HOLE ||
 		    _sp_key(e, pg) != rm->lk[k].key)
 			continue;
-		/* a page noted by the daemon may be queued by the scan too */
-		size_t h = (size_t)(rm->lk[k].addr / SP_PAGE * 0x9E3779B97F4A7C15ull >> 40) % SEEN_SLOTS;
-		while (seen[h] && seen[h] != rm->lk[k].addr)
-			h = (h + 1) % SEEN_SLOTS;
-		if (seen[h])
-			continue;
-		seen[h] = rm->lk[k].addr;
 		rm->lk[keep] = rm->lk[k];
 		rm->lk_rid[keep] = rid;
 		rm->lk_page[keep] = i;

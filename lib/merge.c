@@ -156,9 +156,9 @@ static int protect(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 
 /* The thaw's re-arm of a piece, skipped when all its pages merged: a write
  * to a merged page is seen by the copy it makes, an anonymous page where
- * the store's was (visit_span()), protected or not. Most pieces of a first
- * merge are a job or two between pages on probation, so this saves a
- * PAGEMAP_SCAN per merge; their cats stay "present, file" (not copied). */
+ * the store's was (visit_span()), protected or not. About half the pieces
+ * of a first merge (a job or two between loose pages) are all merged: a
+ * PAGEMAP_SCAN each saved. Their cats stay "present, file" (not copied). */
 static int rearm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 {
 	uint32_t rid;
