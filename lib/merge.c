@@ -133,15 +133,28 @@ void _sp_vmas_recount(sp_engine *e, bool after_merges)
 
 /* ------------------------------------------------------------ freeze/thaw */
 
-/* Pages of a run that stay unprotected while it is frozen: hot pages in its
- * gaps (never jobs). The rest of the run, in pieces between them, gets fn;
- * stops at the first failure. */
-static int for_each_guarded(sp_engine *e, const struct sp_run *run,
+/* Loose pages of a run (e->loose, addresses) are never re-armed by its
+ * thaw; those marked LOOSE_WAITS are still write-protected while it is
+ * frozen (pages on probation: seldom written, so a wait is rare, and each
+ * loose page left out splits the protect calls). The low bit is free: the
+ * addresses are page-aligned. */
+#define LOOSE_WAITS ((uintptr_t)1)
+
+/* The run but its loose pages, in pieces between them, gets fn (when
+ * protecting, only the loose pages that do not wait are left out); stops
+ * at the first failure. */
+static int for_each_guarded(sp_engine *e, const struct sp_run *run, bool protecting,
 			    int (*fn)(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats), uint8_t *cats)
 {
 	uintptr_t at = run->start, end = run->start + run->pages * SP_PAGE;
 	for (size_t i = 0; i <= run->nloose; i++) {
-		uintptr_t to = i < run->nloose ? e->loose[run->loose + i] : end;
+		uintptr_t to = end;
+		if (i < run->nloose) {
+			uintptr_t l = e->loose[run->loose + i];
+			if (protecting && (l & LOOSE_WAITS))
+				continue;  /* in the piece */
+			to = l & ~LOOSE_WAITS;
+		}
 		if (to > at) {
 			int r = fn(e, at, to, cats ? cats + (at - run->start) / SP_PAGE : NULL);
 			if (r)
@@ -252,7 +265,7 @@ static int freeze_run(sp_engine *e, const struct sp_run *run, const uintptr_t *a
 			return r;
 		}
 	}
-	r = for_each_guarded(e, run, protect, NULL);
+	r = for_each_guarded(e, run, true, protect, NULL);
 	if (r) {
 		/* Part of the run is no longer our VMA: undo and report. */
 		if (e->tracking) {
@@ -290,7 +303,7 @@ static void thaw_run(sp_engine *e, const struct sp_run *run, bool reregister, ui
 		}
 		_sp_uffd_wake(e->uffd.freeze, start, len);
 		if (reregister && _sp_uffd_register(e->uffd.track, start, len, true) == 0)
-			for_each_guarded(e, run, rearm, cats);
+			for_each_guarded(e, run, false, rearm, cats);
 		return;
 	}
 	/* Checksum mode: pages stay on the freeze uffd; replaced ones need it again. */
@@ -528,15 +541,18 @@ static void sort_addrs(uintptr_t *a, size_t n)
 /* May the pages [from, to) between two runs be frozen with them? Freezing
  * a gap costs its writers a short wait, but one freeze per run is most of
  * a scattered merge's system calls. Quiet pages of one range, and hot ones
- * (pages on probation included) and pages not yet seen: those are neither
- * protected nor re-armed (run->loose), so their writers never wait; with
- * write tracking nothing is lost, since neither kind is armed: a hot page
- * is checksummed, a new one reads as written. Pages just written or
- * copied end the run (without write tracking, new ones too: nothing is
- * loose there): they may be written again soon and must not wait.
- * Counted at N = 8, most runs of a first merge ended at a new hot page
- * (one the scan found changed, or in the queue of lookups) before those
- * were loose. */
+ * (pages on probation included) and pages not yet seen: those are not
+ * re-armed (run->loose), so their writers take no write-protect fault;
+ * with write tracking nothing is lost, since neither kind is armed: a hot
+ * page is checksummed, a new one reads as written. Hot written pages (the
+ * program keeps writing them) are not protected either, so their writers
+ * never wait; the other loose pages are seldom written and wait if they
+ * are (LOOSE_WAITS). Pages just written or copied end the run: they may
+ * be written again soon and must not wait (without write tracking, new
+ * ones too: nothing is loose there). Counted at N = 8 in a first merge:
+ * most runs ended at a new hot page before those were loose; 5 of 6 loose
+ * pages wait (new ones waiting for a lookup, or on probation), and with
+ * them in the protect calls there are 7 of those per run instead of 22. */
 #define GAP_PAGES 32
 
 static bool loose_page(const sp_engine *e, const struct sp_page *pg)
@@ -568,7 +584,9 @@ static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *ru
 		return false;
 	for (uintptr_t a = from; loose && a < to; a += SP_PAGE)
 		if (loose_page(e, &r->pg[(a - r->start) / SP_PAGE])) {
-			e->loose[(*nloose)++] = a;
+			const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
+			bool waits = pg->state == SP_PG_NEW || pg->state == SP_PG_UNSHARED;
+			e->loose[(*nloose)++] = a | (waits ? LOOSE_WAITS : 0);
 			run->nloose++;
 		}
 	return true;
