@@ -40,7 +40,7 @@ static int arm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 	while (at < end) {
 		uintptr_t walk_end = end;
 		long n = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 0, 0,
-					  0, PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE, e->vec,
+					  0, PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO, e->vec,
 					  e->veclen, &walk_end);
 		if (n < 0)
 			return (int)n;
@@ -192,70 +192,15 @@ static int rearm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 
 static void mark_changed(sp_engine *e, uint32_t rid, size_t i);
 
-static bool is_job_page(const uintptr_t *addrs, size_t na, uintptr_t a)
-{
-	size_t lo = 0, hi = na;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (addrs[mid] < a)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < na && addrs[lo] == a;
-}
-
-/* Gap pages of a run written since their last visit. Moving the run off
- * the tracking uffd clears its write-protect bits and the thaw re-arms
- * them: such a write would leave no trace, and the page pass for
- * unchanged with its old hash (indexed under content it no longer has,
- * or counted as a dropped zero page while it holds data). Noted now, the
- * page is read again at its next visit. A write in the microseconds
- * between this look and the freeze is still missed: at worst a merge
- * comes late, since every merge compares frozen bytes. */
-static void note_gap_writes(sp_engine *e, const struct sp_run *run, const uintptr_t *addrs, size_t na)
-{
-	uintptr_t at = run->start, end = run->start + run->pages * SP_PAGE;
-	while (at < end) {
-		uintptr_t walk_end = end;
-		long k = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_CHECK_WPASYNC, PAGE_IS_WRITTEN, 0, 0,
-					  PAGE_IS_WRITTEN, e->vec, e->veclen, &walk_end);
-		if (k < 0)
-			return;
-		/* Hot pages are never armed and always read written: the
-		 * range is looked up once per range, the jobs only for pages
-		 * that would be marked. */
-		uint32_t rid = 0;
-		struct sp_range *r = NULL;
-		for (long x = 0; x < k; x++)
-			for (uintptr_t a = e->vec[x].start; a < e->vec[x].end; a += SP_PAGE) {
-				if (!r || a < r->start || a >= r->start + r->npages * SP_PAGE)
-					r = _sp_range_at(e, a, &rid);
-				if (!r)
-					continue;
-				struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-				if (!pg->hot && (pg->state == SP_PG_UNSHARED || pg->state == SP_PG_ZERO) &&
-				    !is_job_page(addrs, na, a))
-					mark_changed(e, rid, (a - r->start) / SP_PAGE);
-			}
-		if (walk_end <= at)
-			break;
-		at = walk_end;
-	}
-}
-
-/* Move a run to the freeze uffd and write-protect it (but its loose pages):
- * from here a writer of its pages waits until thaw_run(). addrs: the
- * batch's job pages, sorted (NULL: every page of the run is one). */
-static int freeze_run(sp_engine *e, const struct sp_run *run, const uintptr_t *addrs, size_t na)
+/* Move a run to the freeze uffd and write-protect it (but its loose pages
+ * that do not wait): from here a writer of its pages waits until
+ * thaw_run(). */
+static int freeze_run(sp_engine *e, const struct sp_run *run)
 {
 	uintptr_t start = run->start;
 	size_t len = run->pages * SP_PAGE;
 	int r;
 	if (e->tracking) {
-		/* (no gap pages but hot ones: nothing to note) */
-		if (addrs && run->njob + run->nloose < run->pages)
-			note_gap_writes(e, run, addrs, na);
 		r = _sp_uffd_unregister(e->uffd.track, start, len);
 		if (r)
 			return r;
@@ -600,6 +545,49 @@ static struct sp_run *run_of(struct sp_run *runs, size_t nruns, uintptr_t addr)
 	return NULL;
 }
 
+/* After the thaw of a run (tracking): the categories its re-arm found.
+ * A merged page present and anonymous was written: copied on write. And
+ * a write to an indexed or dropped page that landed while the run was off
+ * the tracking uffd left no trace (the move clears the write-protect bits
+ * the thaw sets again): one since the page's last visit, or a writer that
+ * waited for the freeze and was let go as the run left the freeze uffd,
+ * before the re-arm (test_writes_waiting_for_thaw_are_seen). Such a page
+ * would pass for unchanged: indexed under content it no longer has, or
+ * counted as dropped while it holds data. So an indexed page is hashed
+ * once more (cheaper than the PAGEMAP_SCAN per run that looked for writes
+ * before the freeze, and that one missed the writers the thaw let go),
+ * and a dropped page must still be absent (or the zero page, if read).
+ * Loose pages were not re-armed: they read as written at their visit. */
+static void check_thawed(sp_engine *e, const struct sp_run *run, const uint8_t *cats)
+{
+	size_t li = 0;
+	uint32_t rid = 0;
+	struct sp_range *r = NULL;
+	for (size_t p = 0; p < run->pages; p++) {
+		uintptr_t a = run->start + p * SP_PAGE;
+		while (li < run->nloose && (e->loose[run->loose + li] & ~LOOSE_WAITS) < a)
+			li++;
+		if (li < run->nloose && (e->loose[run->loose + li] & ~LOOSE_WAITS) == a)
+			continue;
+		if (!r || a < r->start || a >= r->start + r->npages * SP_PAGE)
+			r = _sp_range_at(e, a, &rid);
+		if (!r)
+			continue;
+		size_t i = (a - r->start) / SP_PAGE;
+		struct sp_page *pg = &r->pg[i];
+		uint8_t c = cats[p];
+		if (pg->state == SP_PG_MERGED && (c & PAGE_IS_PRESENT) && !(c & PAGE_IS_FILE)) {
+			_sp_share_drop(e, pg->ref);
+			_sp_page_set_state(e, pg, SP_PG_COWED);
+			e->cow_ksm++;
+		} else if (pg->state == SP_PG_UNSHARED && _sp_hash_page((const void *)a) != pg->hash) {
+			mark_changed(e, rid, i);
+		} else if (pg->state == SP_PG_ZERO && (c & PAGE_IS_PRESENT) && !(c & PAGE_IS_PFNZERO)) {
+			mark_changed(e, rid, i);
+		}
+	}
+}
+
 void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 {
 	if (n == 0)
@@ -630,7 +618,7 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 		}
 	}
 	for (size_t i = 0; i < nruns; i++)
-		runs[i].frozen = freeze_run(e, &runs[i], addrs, na) == 0;
+		runs[i].frozen = freeze_run(e, &runs[i]) == 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct sp_job *j = &jobs[i];
@@ -652,21 +640,8 @@ void _sp_merge_jobs(sp_engine *e, struct sp_job *jobs, size_t n)
 			continue;
 		memset(cats, PAGE_IS_PRESENT | PAGE_IS_FILE, runs[i].pages);
 		thaw_run(e, &runs[i], true, e->tracking ? cats : NULL);
-		if (!e->tracking)
-			continue;
-		for (size_t p = 0; p < runs[i].pages; p++) {
-			uint32_t rid;
-			uintptr_t a = runs[i].start + p * SP_PAGE;
-			struct sp_range *r = _sp_range_at(e, a, &rid);
-			if (!r)
-				continue;
-			struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-			if (pg->state == SP_PG_MERGED && (cats[p] & PAGE_IS_PRESENT) && !(cats[p] & PAGE_IS_FILE)) {
-				_sp_share_drop(e, pg->ref);
-				_sp_page_set_state(e, pg, SP_PG_COWED);
-				e->cow_ksm++;
-			}
-		}
+		if (e->tracking)
+			check_thawed(e, &runs[i], cats);
 	}
 }
 
@@ -693,7 +668,7 @@ static int unmerge_subrun(sp_engine *e, uint32_t rid, size_t first, size_t k, bo
 		return rc == -EFAULT || rc == -ENOMEM ? -ENOMEM : rc;
 	}
 	struct sp_run run = { start, k, 0, 0, k, false };
-	rc = freeze_run(e, &run, NULL, 0);  /* all merged or copied: no gaps */
+	rc = freeze_run(e, &run);  /* all merged or copied: no gaps */
 	if (rc) {
 		_sp_meta_free(scratch, len);
 		return rc;

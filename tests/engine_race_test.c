@@ -662,12 +662,127 @@ static void test_hot_pages_between_merges(void **state)
 	free(h);
 }
 
+/* Writes that wait for a freeze. A quiet page between two merge jobs is
+ * frozen with them: moved off the tracking uffd (which clears its
+ * write-protect bit), protected, and armed again by the thaw. A writer
+ * that hits it meanwhile waits, and is let go when the run leaves the
+ * freeze uffd, before the re-arm. Each gap page here gets the content of
+ * its own twin page while the duplicates around it merge (every mmap and
+ * ioctl made late, so that the freeze lasts and the writes land in that
+ * window), and must then merge with its twin: a write that left no trace
+ * would leave the page in the index under its old content for good. */
+#define TW_GROUPS 64  /* a duplicate, then three quiet unique pages */
+#define TW_WRITERS 16
+
+struct tw {
+	uint8_t *mem;
+	unsigned id;
+};
+
+static void tw_unique(uint8_t *p, uint64_t tag)
+{
+	memset(p, 0x77, PG);
+	memcpy(p + 64, &tag, sizeof(tag));
+}
+
+/* After reading the page, so that it is present. */
+static uint64_t pagemap_entry(const void *addr)
+{
+	(void)*(volatile const uint8_t *)addr;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t v = 0;
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &v, 8, (off_t)((uintptr_t)addr / PG * 8)), 8);
+	close(fd);
+	return v;
+}
+
+static void *tw_writer(void *arg)
+{
+	struct tw *w = arg;
+	/* The first duplicate maps the store first: the run is frozen. */
+	while (!((pagemap_entry(w->mem) >> 61) & 1))
+		usleep(200);
+	for (size_t g = w->id; g < TW_GROUPS; g += TW_WRITERS)
+		memcpy(w->mem + (4 * g + 1) * PG, w->mem + (4 * TW_GROUPS + g) * PG, PG);
+	return NULL;
+}
+
+static void test_writes_waiting_for_thaw_are_seen(void **state)
+{
+	(void)state;
+	sp_engine *e;
+	if (sp_engine_new(SP_ENGINE_MANUAL, &e))
+		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel");
+	sp_engine_info info;
+	assert_int_equal(sp_engine_info_get(e, &info), 0);
+	if (strcmp(info.change_detection, "write-tracking") != 0) {
+		sp_engine_free(e);
+		SKIP_BECAUSE("no write tracking (PAGEMAP_SCAN with WP_ASYNC) on this kernel");
+	}
+	sp_setting go[] = { { "run", "1" }, { "pages_to_scan", "100000" }, { "smart_scan", "0" } };
+	sp_diag d;
+	assert_int_equal(sp_engine_set(e, go, 3, 0, &d), 0);
+	size_t n = 5 * TW_GROUPS;  /* the groups, then the twins */
+	uint8_t *mem = mmap(NULL, n * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	for (size_t i = 0; i < n; i++)
+		tw_unique(mem + i * PG, i);
+	assert_int_equal(sp_madvise(e, mem, n * PG, MADV_MERGEABLE), 0);
+	/* Settled: every page indexed, off probation (checked about once a
+	 * second) and armed. */
+	size_t armed = 0;
+	for (int t = 0; t < san_ms(30000) / 100 && armed < n; t++) {
+		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+		usleep(100000);
+		armed = 0;
+		for (size_t i = 0; i < n; i++)
+			armed += (pagemap_entry(mem + i * PG) >> 57) & 1;
+	}
+	assert_int_equal(armed, n);
+	assert_int_equal(hb_sample(e, SP_PAGES_UNSHARED), n);
+	/* Duplicates, merged by the next pass in one batch: one run from the
+	 * first to the last. */
+	for (size_t g = 0; g < TW_GROUPS; g++)
+		memset(mem + 4 * g * PG, 0x40 + (int)(g % 4), PG);
+	pthread_t th[TW_WRITERS];
+	struct tw w[TW_WRITERS];
+	for (unsigned i = 0; i < TW_WRITERS; i++) {
+		w[i] = (struct tw){ mem, i };
+		pthread_create(&th[i], NULL, tw_writer, &w[i]);
+	}
+	_sp_fault_set("mmap:SLEEP5000:1+,ioctl:SLEEP2000:1+");
+	assert_int_equal(sp_engine_wait_scans(e, 1, 60000), 0);
+	_sp_fault_set(NULL);
+	for (unsigned i = 0; i < TW_WRITERS; i++)
+		pthread_join(th[i], NULL);
+	size_t merged = 0;
+	for (int pass = 0; pass < 20 && merged < TW_GROUPS; pass++) {
+		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
+		merged = 0;
+		for (size_t g = 0; g < TW_GROUPS; g++)
+			merged += (pagemap_entry(mem + (4 * g + 1) * PG) >> 61) & 1;
+	}
+	print_message("gap pages merged with their twins: %zu of %d\n", merged, TW_GROUPS);
+	assert_int_equal(merged, TW_GROUPS);
+	for (size_t g = 0; g < TW_GROUPS; g++) {
+		uint8_t want[PG];
+		tw_unique(want, 4 * TW_GROUPS + g);
+		assert_memory_equal(mem + (4 * g + 1) * PG, want, PG);
+		memset(want, 0x40 + (int)(g % 4), PG);
+		assert_memory_equal(mem + 4 * g * PG, want, PG);
+	}
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(mem, n * PG);
+}
+
 int main(int argc, char **argv)
 {
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_writers_race_merges),
 		cmocka_unit_test(test_writers_race_merges_checksum),
 		cmocka_unit_test(test_hot_pages_between_merges),
+		cmocka_unit_test(test_writes_waiting_for_thaw_are_seen),
 		cmocka_unit_test(test_unmerge_all_under_writes),
 		cmocka_unit_test(test_discard_races_merges),
 		cmocka_unit_test(test_remap_races_merges),
