@@ -133,28 +133,16 @@ void _sp_vmas_recount(sp_engine *e, bool after_merges)
 
 /* ------------------------------------------------------------ freeze/thaw */
 
-/* Loose pages of a run (e->loose, addresses) are never re-armed by its
- * thaw; those marked LOOSE_WAITS are still write-protected while it is
- * frozen (pages on probation: seldom written, so a wait is rare, and each
- * loose page left out splits the protect calls). The low bit is free: the
- * addresses are page-aligned. */
-#define LOOSE_WAITS ((uintptr_t)1)
-
-/* The run but its loose pages, in pieces between them, gets fn (when
- * protecting, only the loose pages that do not wait are left out); stops
- * at the first failure. */
-static int for_each_guarded(sp_engine *e, const struct sp_run *run, bool protecting,
+/* Pages of a run that stay unprotected while it is frozen, and are not
+ * re-armed by its thaw: loose pages in its gaps (never jobs, see gap_ok()).
+ * The rest of the run, in pieces between them, gets fn; stops at the
+ * first failure. */
+static int for_each_guarded(sp_engine *e, const struct sp_run *run,
 			    int (*fn)(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats), uint8_t *cats)
 {
 	uintptr_t at = run->start, end = run->start + run->pages * SP_PAGE;
 	for (size_t i = 0; i <= run->nloose; i++) {
-		uintptr_t to = end;
-		if (i < run->nloose) {
-			uintptr_t l = e->loose[run->loose + i];
-			if (protecting && (l & LOOSE_WAITS))
-				continue;  /* in the piece */
-			to = l & ~LOOSE_WAITS;
-		}
+		uintptr_t to = i < run->nloose ? e->loose[run->loose + i] : end;
 		if (to > at) {
 			int r = fn(e, at, to, cats ? cats + (at - run->start) / SP_PAGE : NULL);
 			if (r)
@@ -192,9 +180,8 @@ static int rearm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 
 static void mark_changed(sp_engine *e, uint32_t rid, size_t i);
 
-/* Move a run to the freeze uffd and write-protect it (but its loose pages
- * that do not wait): from here a writer of its pages waits until
- * thaw_run(). */
+/* Move a run to the freeze uffd and write-protect it (but its loose pages):
+ * from here a writer of its pages waits until thaw_run(). */
 static int freeze_run(sp_engine *e, const struct sp_run *run)
 {
 	uintptr_t start = run->start;
@@ -210,7 +197,7 @@ static int freeze_run(sp_engine *e, const struct sp_run *run)
 			return r;
 		}
 	}
-	r = for_each_guarded(e, run, true, protect, NULL);
+	r = for_each_guarded(e, run, protect, NULL);
 	if (r) {
 		/* Part of the run is no longer our VMA: undo and report. */
 		if (e->tracking) {
@@ -248,7 +235,7 @@ static void thaw_run(sp_engine *e, const struct sp_run *run, bool reregister, ui
 		}
 		_sp_uffd_wake(e->uffd.freeze, start, len);
 		if (reregister && _sp_uffd_register(e->uffd.track, start, len, true) == 0)
-			for_each_guarded(e, run, false, rearm, cats);
+			for_each_guarded(e, run, rearm, cats);
 		return;
 	}
 	/* Checksum mode: pages stay on the freeze uffd; replaced ones need it again. */
@@ -486,18 +473,19 @@ static void sort_addrs(uintptr_t *a, size_t n)
 /* May the pages [from, to) between two runs be frozen with them? Freezing
  * a gap costs its writers a short wait, but one freeze per run is most of
  * a scattered merge's system calls. Quiet pages of one range, and hot ones
- * (pages on probation included) and pages not yet seen: those are not
- * re-armed (run->loose), so their writers take no write-protect fault;
- * with write tracking nothing is lost, since neither kind is armed: a hot
- * page is checksummed, a new one reads as written. Hot written pages (the
- * program keeps writing them) are not protected either, so their writers
- * never wait; the other loose pages are seldom written and wait if they
- * are (LOOSE_WAITS). Pages just written or copied end the run: they may
- * be written again soon and must not wait (without write tracking, new
- * ones too: nothing is loose there). Counted at N = 8 in a first merge:
- * most runs ended at a new hot page before those were loose; 5 of 6 loose
- * pages wait (new ones waiting for a lookup, or on probation), and with
- * them in the protect calls there are 7 of those per run instead of 22. */
+ * (pages on probation included) and pages not yet seen: those are neither
+ * protected nor re-armed (run->loose), so their writers never wait; with
+ * write tracking nothing is lost, since neither kind is armed: a hot page
+ * is checksummed, a new one reads as written. Pages just written or
+ * copied end the run (without write tracking, new ones too: nothing is
+ * loose there): they may be written again soon and must not wait.
+ * Counted at N = 8, most runs of a first merge ended at a new hot page
+ * (one the scan found changed, or in the queue of lookups) before those
+ * were loose. Protecting the loose pages that are new or on probation
+ * (7 protect calls a run instead of 22) made the writer of the
+ * single-process benchmark wait up to 2.6 ms while converging at full
+ * speed (0.1 ms without): a page that held still over one fast pass may
+ * be written the next moment (commit 3323ac7, reverted). */
 #define GAP_PAGES 32
 
 static bool loose_page(const sp_engine *e, const struct sp_page *pg)
@@ -529,9 +517,7 @@ static bool gap_ok(sp_engine *e, uintptr_t from, uintptr_t to, struct sp_run *ru
 		return false;
 	for (uintptr_t a = from; loose && a < to; a += SP_PAGE)
 		if (loose_page(e, &r->pg[(a - r->start) / SP_PAGE])) {
-			const struct sp_page *pg = &r->pg[(a - r->start) / SP_PAGE];
-			bool waits = pg->state == SP_PG_NEW || pg->state == SP_PG_UNSHARED;
-			e->loose[(*nloose)++] = a | (waits ? LOOSE_WAITS : 0);
+			e->loose[(*nloose)++] = a;
 			run->nloose++;
 		}
 	return true;
@@ -565,9 +551,9 @@ static void check_thawed(sp_engine *e, const struct sp_run *run, const uint8_t *
 	struct sp_range *r = NULL;
 	for (size_t p = 0; p < run->pages; p++) {
 		uintptr_t a = run->start + p * SP_PAGE;
-		while (li < run->nloose && (e->loose[run->loose + li] & ~LOOSE_WAITS) < a)
+		while (li < run->nloose && e->loose[run->loose + li] < a)
 			li++;
-		if (li < run->nloose && (e->loose[run->loose + li] & ~LOOSE_WAITS) == a)
+		if (li < run->nloose && e->loose[run->loose + li] == a)
 			continue;
 		if (!r || a < r->start || a >= r->start + r->npages * SP_PAGE)
 			r = _sp_range_at(e, a, &rid);
