@@ -144,17 +144,6 @@ struct answer {
 	uint64_t addr;        /* of its first page */
 };
 
-static inline uint64_t page_pfn(const void *a)
-{
-	(void)*(volatile const uint8_t *)a;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	uint64_t v = 0;
-	if (pread(fd, &v, 8, (off_t)((uintptr_t)a / PG * 8)) != 8)
-		v = 0;
-	close(fd);
-	return v & ((1ull << 55) - 1);
-}
-
 static inline int64_t pss_kb(void)
 {
 	return proc_kb("/proc/self/smaps_rollup", "Pss");
@@ -255,7 +244,7 @@ static inline void client_body(int cmd, int reply, size_t pages, size_t distinct
 			_sp_fault_set("proto_send:EPIPE:1");
 			continue;
 		}
-		struct answer a = { 0, page_pfn(m), pss_kb(), (uintptr_t)m };
+		struct answer a = { 0, PM_PFN(pagemap_entry(m)), pss_kb(), (uintptr_t)m };
 		for (size_t i = 0; i < pages; i++)
 			a.bad += !filled_ok(m + i * PG, content_base + i % distinct);
 		if (write(reply, &a, sizeof(a)) != sizeof(a))

@@ -685,23 +685,11 @@ static void tw_unique(uint8_t *p, uint64_t tag)
 	memcpy(p + 64, &tag, sizeof(tag));
 }
 
-/* After reading the page, so that it is present. */
-static uint64_t pagemap_entry(const void *addr)
-{
-	(void)*(volatile const uint8_t *)addr;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	uint64_t v = 0;
-	assert_true(fd >= 0);
-	assert_int_equal(pread(fd, &v, 8, (off_t)((uintptr_t)addr / PG * 8)), 8);
-	close(fd);
-	return v;
-}
-
 static void *tw_writer(void *arg)
 {
 	struct tw *w = arg;
 	/* The first duplicate maps the store first: the run is frozen. */
-	while (!((pagemap_entry(w->mem) >> 61) & 1))
+	while (!PM_FILE(pagemap_entry(w->mem)))
 		usleep(200);
 	for (size_t g = w->id; g < TW_GROUPS; g += TW_WRITERS)
 		memcpy(w->mem + (4 * g + 1) * PG, w->mem + (4 * TW_GROUPS + g) * PG, PG);
@@ -737,7 +725,7 @@ static void test_writes_waiting_for_thaw_are_seen(void **state)
 		usleep(100000);
 		armed = 0;
 		for (size_t i = 0; i < n; i++)
-			armed += (pagemap_entry(mem + i * PG) >> 57) & 1;
+			armed += PM_UFFD_WP(pagemap_entry(mem + i * PG));
 	}
 	assert_int_equal(armed, n);
 	assert_int_equal(hb_sample(e, SP_PAGES_UNSHARED), n);
@@ -761,7 +749,7 @@ static void test_writes_waiting_for_thaw_are_seen(void **state)
 		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
 		merged = 0;
 		for (size_t g = 0; g < TW_GROUPS; g++)
-			merged += (pagemap_entry(mem + (4 * g + 1) * PG) >> 61) & 1;
+			merged += PM_FILE(pagemap_entry(mem + (4 * g + 1) * PG));
 	}
 	print_message("gap pages merged with their twins: %zu of %d\n", merged, TW_GROUPS);
 	assert_int_equal(merged, TW_GROUPS);

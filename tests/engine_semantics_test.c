@@ -77,21 +77,6 @@ static int64_t wait_counter(sp_engine *e, sp_param p, int64_t want, int max)
 	return counter(e, p);
 }
 
-/* The pagemap entry of a page, after reading it so that it is present. */
-static uint64_t pagemap(const void *addr)
-{
-	(void)*(volatile const uint8_t *)addr;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	uint64_t v = 0;
-	assert_int_equal(pread(fd, &v, 8, (off_t)((uintptr_t)addr / PG * 8)), 8);
-	close(fd);
-	return v;
-}
-
-#define PM_PFN(v) ((v) & ((1ull << 55) - 1))
-#define PM_FILE(v) (((v) >> 61) & 1)
-#define PM_PRESENT(v) (((v) >> 63) & 1)
-#define PM_UFFD_WP(v) (((v) >> 57) & 1)
 
 static long rollup_kb(const char *key)
 {
@@ -115,7 +100,7 @@ static void test_merge_is_real(void **state)
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(p[i * PG + i % PG], 1 + i % 4);
 	/* the kernel agrees: same physical page, and anonymous memory went away */
-	uint64_t a = pagemap(p), b = pagemap(p + 4 * PG);
+	uint64_t a = pagemap_entry(p), b = pagemap_entry(p + 4 * PG);
 	if (PM_PFN(a))
 		assert_true(PM_PFN(a) == PM_PFN(b));
 	else
@@ -125,7 +110,7 @@ static void test_merge_is_real(void **state)
 	if (!under_tsan())  /* its shadow of the pages read above is anonymous too */
 		assert_true(pss_before - pss_after > (long)(n * 4 * 8 / 10));  /* > 80% of 8 MiB, in KiB */
 	for (int i = 0; i < 64; i++) {
-		assert_false(PM_FILE(pagemap(outside + i * PG)));
+		assert_false(PM_FILE(pagemap_entry(outside + i * PG)));
 		assert_int_equal(outside[i * PG + 7], 1 + i % 4);
 	}
 	sp_proc_ksm st;
@@ -143,7 +128,7 @@ static void test_merge_is_real(void **state)
 	assert_int_equal(sp_engine_free(e), 0);
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(p[i * PG + 5], i == 10 ? 0xAB : 1 + i % 4);
-	assert_false(PM_FILE(pagemap(p)));  /* plain memory again */
+	assert_false(PM_FILE(pagemap_entry(p)));  /* plain memory again */
 	munmap(p, n * PG);
 	munmap(outside, 64 * PG);
 }
@@ -162,7 +147,7 @@ static void test_zero_pages(void **state)
 	assert_int_equal(counter(e, SP_PAGES_SHARED), 0);  /* no store page, no mapping change */
 	for (int i = 0; i < 256; i++) {
 		assert_int_equal(p[i * PG + 99], 0);
-		assert_false(PM_FILE(pagemap(p + i * PG)));
+		assert_false(PM_FILE(pagemap_entry(p + i * PG)));
 	}
 	p[3 * PG] = 5;  /* writes simply work */
 	assert_int_equal(p[3 * PG], 5);
@@ -231,11 +216,11 @@ static void test_first_contact_probation(void **state)
 	if (!under_tsan())
 		assert_int_equal(faults, 0);
 	/* Quiet from now on: protected after two checks a second apart. */
-	for (int ms = 0; ms < san_ms(10000) && !PM_UFFD_WP(pagemap(p + 5 * PG)); ms += 100) {
+	for (int ms = 0; ms < san_ms(10000) && !PM_UFFD_WP(pagemap_entry(p + 5 * PG)); ms += 100) {
 		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
 		usleep(100000);
 	}
-	assert_true(PM_UFFD_WP(pagemap(p + 5 * PG)));
+	assert_true(PM_UFFD_WP(pagemap_entry(p + 5 * PG)));
 	long before = thread_minflt();
 	p[5 * PG + 200] = 0x33;
 	long after = thread_minflt();
@@ -368,8 +353,8 @@ static void test_gap_write_before_freeze(void **state)
 	memcpy(p + 105 * PG, p + 800 * PG, PG);
 	memcpy(shadow, p, n * PG);
 	assert_int_equal(wait_counter(e, SP_PAGES_SHARING, 3, 200), 3);
-	assert_true(PM_FILE(pagemap(p + 105 * PG)));
-	assert_true(PM_FILE(pagemap(p + 10 * PG)));
+	assert_true(PM_FILE(pagemap_entry(p + 105 * PG)));
+	assert_true(PM_FILE(pagemap_entry(p + 10 * PG)));
 	for (size_t i = 0; i < n; i++)
 		if (memcmp(p + i * PG, shadow + i * PG, PG))
 			fail_msg("page %zu does not read what was written", i);
@@ -428,7 +413,7 @@ static void test_hot_page_stops_faulting(void **state)
 		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
 		nanosleep(&tenth, NULL);
 	}
-	assert_true(PM_FILE(pagemap(p + 5 * PG)));
+	assert_true(PM_FILE(pagemap_entry(p + 5 * PG)));
 	assert_int_equal(counter(e, SP_PAGES_SHARING), n - 2);
 	assert_int_equal(counter(e, SP_PAGES_VOLATILE), 0);
 	for (size_t i = 0; i < n; i++)
@@ -535,7 +520,7 @@ static void test_quiet_blocks_rest(void **state)
 	memcpy(shadow + 1040 * PG, shadow + 1041 * PG, PG);
 	assert_int_equal(sp_engine_wait_scans(e, 50, 30000), 0);  /* the longest rest is 47 */
 	assert_int_equal(counter(e, SP_COW_KSM), cow + 1);
-	assert_true(PM_FILE(pagemap(p + 1040 * PG)));  /* merged now */
+	assert_true(PM_FILE(pagemap_entry(p + 1040 * PG)));  /* merged now */
 	assert_int_equal(counter(e, SP_PAGES_SHARING), sharing);  /* one lost, one gained */
 	for (size_t i = 0; i < n; i++)
 		if (memcmp(p + i * PG, shadow + i * PG, PG))
@@ -737,7 +722,7 @@ static void test_numa_simulated(void **state)
 	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
 	assert_int_equal(counter(e, SP_PAGES_SHARED), 2);  /* one per node */
 	assert_int_equal(counter(e, SP_PAGES_SHARING), 1024 - 2);
-	uint64_t a = pagemap(p), b = pagemap(p + (2u << 20));
+	uint64_t a = pagemap_entry(p), b = pagemap_entry(p + (2u << 20));
 	if (PM_PFN(a) && PM_PFN(a) == PM_PFN(b))
 		fail_msg("pages of two nodes share PFN %#llx (%#llx %#llx)", (unsigned long long)PM_PFN(a),
 			 (unsigned long long)a, (unsigned long long)b);

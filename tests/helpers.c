@@ -352,6 +352,20 @@ bool ksm_wait_scans(int scans, int timeout_s)
 	return false;
 }
 
+uint64_t pagemap_entry(const void *addr)
+{
+	(void)*(volatile const uint8_t *)addr;
+	uint64_t v = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0)
+		return 0;
+	long ps = sysconf(_SC_PAGESIZE);
+	if (pread(fd, &v, 8, (off_t)((uintptr_t)addr / (uintptr_t)ps * 8)) != 8)
+		v = 0;
+	close(fd);
+	return v;
+}
+
 long proc_kb(const char *path, const char *key)
 {
 	FILE *f = fopen(path, "r");

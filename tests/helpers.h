@@ -90,6 +90,15 @@ void dup_child_stop(struct dup_child *c);
 /* Wait until full_scans advanced by `scans` (ksmd must be running). */
 bool ksm_wait_scans(int scans, int timeout_s);
 
+/* The /proc/self/pagemap entry of a page, read after touching the page so
+ * that it is present; 0 if it cannot be read (no assertion: forked
+ * children use it too). */
+uint64_t pagemap_entry(const void *addr);
+#define PM_PFN(v) ((v) & ((1ull << 55) - 1))
+#define PM_UFFD_WP(v) (((v) >> 57) & 1)
+#define PM_FILE(v) (((v) >> 61) & 1)
+#define PM_PRESENT(v) (((v) >> 63) & 1)
+
 /* The number after "key:" in a /proc file such as /proc/meminfo or
  * /proc/self/smaps_rollup (kB there), or -1. */
 long proc_kb(const char *path, const char *key);
