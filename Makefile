@@ -192,7 +192,7 @@ uninstall:
 SOAK_SECONDS ?= 60
 soak: all
 	SAMEPAGE_RACE_SECONDS=$(SOAK_SECONDS) TEST_TIMEOUT=$$(( $(SOAK_SECONDS) * 12 + 300 )) \
-		BUILD=$(BUILD) tests/run-tests.sh engine_race_test engine_semantics_test engine_fault_test daemon_test \
+		BUILD=$(BUILD) tests/run-tests.sh engine_race_test engine_semantics_test engine_zero_test engine_fault_test daemon_test \
 			daemon_failure_test
 
 clean:

@@ -159,21 +159,29 @@ static int protect(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 	return _sp_uffd_wp(e->uffd.freeze, start, end - start, true);
 }
 
-/* The thaw's re-arm of a piece, skipped when all its pages merged: a write
- * to a merged page is seen by the copy it makes, an anonymous page where
- * the store's was (visit_span()), protected or not. About half the pieces
- * of a first merge (a job or two between loose pages) are all merged: a
- * PAGEMAP_SCAN each saved. Their cats stay "present, file" (not copied). */
+/* The thaw's re-arm of a piece, skipped when all its pages merged or were
+ * dropped as zeros: a write to a merged page is seen by the copy it makes,
+ * an anonymous page where the store's was, and one to a dropped page by
+ * the page it gets (scan.c, zero_still()), protected or not. Counted at
+ * N = 8 (every tenth page empty), no piece of the merging pass was left
+ * to re-arm: 8,400 PAGEMAP_SCAN (each a TLB flush) saved in 16 s, where
+ * skipping merged pages alone saved half. Their cats say "present, file"
+ * for merged pages (not copied), "absent" for dropped ones: the next
+ * visit looks at both anyway. */
 static int rearm(sp_engine *e, uintptr_t start, uintptr_t end, uint8_t *cats)
 {
 	uint32_t rid;
 	struct sp_range *r = _sp_range_at(e, start, &rid);
 	if (r && end <= r->start + r->npages * SP_PAGE) {
-		size_t i = (start - r->start) / SP_PAGE, last = (end - r->start) / SP_PAGE;
-		while (i < last && r->pg[i].state == SP_PG_MERGED)
+		size_t first = (start - r->start) / SP_PAGE, last = (end - r->start) / SP_PAGE, i = first;
+		while (i < last && (r->pg[i].state == SP_PG_MERGED || r->pg[i].state == SP_PG_ZERO))
 			i++;
-		if (i == last)
+		if (i == last) {
+			for (i = first; cats && i < last; i++)
+				if (r->pg[i].state == SP_PG_ZERO)
+					cats[i - first] = 0;
 			return 0;
+		}
 	}
 	return arm(e, start, end, cats);
 }

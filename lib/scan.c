@@ -249,6 +249,20 @@ static int recover_span(sp_engine *e, uintptr_t start, size_t n)
 	return _sp_track_register(e, start, n * SP_PAGE, true);
 }
 
+/* A dropped zero page that still reads as zeros, armed or not: absent
+ * (no entry, or the marker arming left; an unarmed empty entry reads as
+ * written), or mapping the zero page after a read. A write makes it
+ * present and its own page, or swapped and written: never this. So the
+ * thaw of its run need not re-arm it (merge.c, rearm()). */
+static bool zero_still(const struct sp_page *pg, uint8_t c)
+{
+	if (pg->state != SP_PG_ZERO)
+		return false;
+	if (c & PAGE_IS_PRESENT)
+		return c & PAGE_IS_PFNZERO;
+	return !((c & PAGE_IS_WRITTEN) && (c & PAGE_IS_SWAPPED));
+}
+
 /* What visit_span() does with a page after written_page(). */
 enum { WP_REARM, WP_LEAVE, WP_STILL };
 
@@ -364,7 +378,8 @@ static int span_categories(sp_engine *e, uintptr_t start, size_t n, uint8_t *cat
 	while (at < end) {
 		uintptr_t walk_end = end;
 		long k = _sp_pagemap_scan(&e->uffd, at, end, PM_SCAN_CHECK_WPASYNC, 0, 0, 0,
-					  PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO,
+					  PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO |
+						  PAGE_IS_SWAPPED,
 					  e->vec, e->veclen, &walk_end);
 		if (k < 0)
 			return (int)k;
@@ -444,6 +459,13 @@ static size_t visit_span(sp_engine *e, uint32_t rid, size_t first, size_t n, siz
 		if (!e->tracking)
 			e->blk_changed = true;  /* checksums: nothing is remembered for us */
 		if (e->tracking) {
+			if (zero_still(pg, c)) {
+				pg->hot = 0;
+				pg->quiet = 0;
+				if (e->hot_eval)
+					pg->rewritten = 0;
+				continue;
+			}
 			/* Quiet: unwritten, settled (indexed, zero or absent), or held
 			 * back by vm.max_map_count (retried at each visit anyway). */
 			bool held = pg->state == SP_PG_WRITTEN && pg->held;

@@ -3,7 +3,7 @@
  * Description: what merged memory means. The engine's counters match the
  * memory it shares (checked in pagemap and smaps, not only in its own
  * counters), writes stay private, unregistered memory is never touched,
- * zero pages, max_page_sharing chains, smart_scan, the advisor, NUMA with a
+ * max_page_sharing chains, smart_scan, the advisor, NUMA with a
  * simulated topology, the checksum fallback, libc semantics on merged
  * memory, fork and the store, vm.max_map_count, and THP.
  */
@@ -22,61 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define PG 4096UL
-
-static sp_engine *engine(unsigned flags)
-{
-	sp_engine *e = NULL;
-	int r = sp_engine_new(flags | SP_ENGINE_MANUAL, &e);
-	if (r)
-		return NULL;
-	/* max_page_sharing high enough that counts below are simple; the
-	 * chain test sets its own. */
-	sp_setting go[] = { { "run", "1" }, { "pages_to_scan", "100000" }, { "max_page_sharing", "65536" } };
-	sp_diag d;
-	assert_int_equal(sp_engine_set(e, go, 3, 0, &d), 0);
-	return e;
-}
-
-#define ENGINE(e, flags)                                                            \
-	sp_engine *e = engine(flags);                                               \
-	if (!e)                                                                     \
-		SKIP_BECAUSE("userfaultfd is not available to this user on this kernel")
-
-/* For tests of write tracking's own behaviour (faults, hot pages). */
-#define REQUIRE_TRACKING(e)                                                         \
-	do {                                                                        \
-		sp_engine_info info_;                                               \
-		assert_int_equal(sp_engine_info_get(e, &info_), 0);                 \
-		if (strcmp(info_.change_detection, "write-tracking") != 0)          \
-			SKIP_BECAUSE("no write tracking (PAGEMAP_SCAN with WP_ASYNC) on this kernel"); \
-	} while (0)
-
-static uint8_t *region(size_t pages, int distinct)
-{
-	uint8_t *p = mmap(NULL, pages * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	assert_true(p != MAP_FAILED);
-	for (size_t i = 0; i < pages; i++)
-		memset(p + i * PG, distinct ? 1 + (int)(i % (size_t)distinct) : 0, PG);
-	return p;
-}
-
-static int64_t counter(sp_engine *e, sp_param p)
-{
-	sp_sample s;
-	assert_int_equal(sp_engine_sample(e, &s), 0);
-	return s.value[p];
-}
-
-/* Passes until counter p reads want, at most max (a write in memory that
- * has been quiet is seen when its block's rest ends: up to 48 passes). */
-static int64_t wait_counter(sp_engine *e, sp_param p, int64_t want, int max)
-{
-	for (int i = 0; i < max && counter(e, p) != want; i++)
-		assert_int_equal(sp_engine_wait_scans(e, 1, 20000), 0);
-	return counter(e, p);
-}
-
+#include "engine_util.h"
 
 static long rollup_kb(const char *key)
 {
@@ -131,39 +77,6 @@ static void test_merge_is_real(void **state)
 	assert_false(PM_FILE(pagemap_entry(p)));  /* plain memory again */
 	munmap(p, n * PG);
 	munmap(outside, 64 * PG);
-}
-
-static void test_zero_pages(void **state)
-{
-	(void)state;
-	ENGINE(e, 0);
-	uint8_t *p = region(256, 0);
-	sp_setting z = { "use_zero_pages", "1" };
-	sp_diag d;
-	assert_int_equal(sp_engine_set(e, &z, 1, 0, &d), 0);
-	assert_int_equal(sp_madvise(e, p, 256 * PG, MADV_MERGEABLE), 0);
-	assert_int_equal(sp_engine_wait_scans(e, 2, 20000), 0);
-	assert_int_equal(counter(e, SP_KSM_ZERO_PAGES), 256);
-	assert_int_equal(counter(e, SP_PAGES_SHARED), 0);  /* no store page, no mapping change */
-	for (int i = 0; i < 256; i++) {
-		assert_int_equal(p[i * PG + 99], 0);
-		assert_false(PM_FILE(pagemap_entry(p + i * PG)));
-	}
-	p[3 * PG] = 5;  /* writes simply work */
-	assert_int_equal(p[3 * PG], 5);
-	assert_int_equal(wait_counter(e, SP_KSM_ZERO_PAGES, 255, 50), 255);
-	assert_int_equal(sp_engine_free(e), 0);
-
-	/* use_zero_pages=0: empty pages merge like any content, as in the kernel */
-	ENGINE(e2, 0);
-	uint8_t *q = region(64, 0);
-	assert_int_equal(sp_madvise(e2, q, 64 * PG, MADV_MERGEABLE), 0);
-	assert_int_equal(sp_engine_wait_scans(e2, 2, 20000), 0);
-	assert_int_equal(counter(e2, SP_KSM_ZERO_PAGES), 0);
-	assert_int_equal(counter(e2, SP_PAGES_SHARING), 63);
-	assert_int_equal(sp_engine_free(e2), 0);
-	munmap(p, 256 * PG);
-	munmap(q, 64 * PG);
 }
 
 /* Minor faults of the calling thread (field 10 of /proc/thread-self/stat). */
@@ -902,7 +815,6 @@ int main(int argc, char **argv)
 {
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_merge_is_real),
-		cmocka_unit_test(test_zero_pages),
 		cmocka_unit_test(test_hot_page_stops_faulting),
 		cmocka_unit_test(test_first_contact_probation),
 		cmocka_unit_test(test_busy_pages_after_merge_round),

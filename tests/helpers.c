@@ -355,6 +355,11 @@ bool ksm_wait_scans(int scans, int timeout_s)
 uint64_t pagemap_entry(const void *addr)
 {
 	(void)*(volatile const uint8_t *)addr;
+	return pagemap_peek(addr);
+}
+
+uint64_t pagemap_peek(const void *addr)
+{
 	uint64_t v = 0;
 	int fd = open("/proc/self/pagemap", O_RDONLY);
 	if (fd < 0)

@@ -94,9 +94,12 @@ bool ksm_wait_scans(int scans, int timeout_s);
  * that it is present; 0 if it cannot be read (no assertion: forked
  * children use it too). */
 uint64_t pagemap_entry(const void *addr);
+/* The same without touching the page: what the page table holds now. */
+uint64_t pagemap_peek(const void *addr);
 #define PM_PFN(v) ((v) & ((1ull << 55) - 1))
 #define PM_UFFD_WP(v) (((v) >> 57) & 1)
 #define PM_FILE(v) (((v) >> 61) & 1)
+#define PM_SWAP(v) (((v) >> 62) & 1)
 #define PM_PRESENT(v) (((v) >> 63) & 1)
 
 /* The number after "key:" in a /proc file such as /proc/meminfo or
