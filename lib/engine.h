@@ -320,6 +320,7 @@ struct sp_engine {
 	/* scanner work areas, all in meta memory */
 	struct sp_job *jobs;         /* SP_MAX_JOBS */
 	uintptr_t *addrs;            /* 2 * SP_MAX_JOBS */
+	size_t naddrs;               /* this batch's job pages in addrs, sorted */
 	struct sp_run *runs;         /* 2 * SP_MAX_JOBS */
 	uint8_t *cats;               /* SP_CATS: a run's or a span's pages */
 	uintptr_t *loose;            /* 2 * SP_MAX_JOBS: hot pages inside runs */
