@@ -555,7 +555,14 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 		sp_engine_free(e);
 		return -ENOMEM;
 	}
+	/* The first count's cost, measured on this thread, predicts the next
+	 * ones' (merge.c, _sp_vmas_recount()). */
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 	e->vmas = _sp_maps_count();
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+	e->vmas_count_cost = (c1.tv_sec - c0.tv_sec) * 1000000000LL + (c1.tv_nsec - c0.tv_nsec);
+	e->vmas_counted = e->vmas > 0 ? e->vmas : 0;
 	e->vmas_counted_ns = _sp_now_ns();
 	char buf[32];
 	e->max_map_count = _sp_read_file("/proc/sys/vm/max_map_count", buf, sizeof(buf)) > 0 ? atoi(buf) : 65530;

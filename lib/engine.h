@@ -300,6 +300,7 @@ struct sp_engine {
 	int64_t vmas_counted_ns;     /* when /proc/self/maps was last counted */
 	int64_t vmas_counted_cpu;    /* the engine thread's CPU clock then */
 	int64_t vmas_count_cost;     /* CPU that count took */
+	int vmas_counted;            /* the mappings it found */
 	int max_map_fd;              /* /proc/sys/vm/max_map_count, kept open */
 	int64_t max_map_read_ns;     /* when it was last read */
 	bool hot_eval;               /* this pass checksums hot pages (scan.c) */

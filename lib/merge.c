@@ -110,21 +110,26 @@ bool _sp_vma_headroom(sp_engine *e, size_t merges)
  * after_merges: the end of a pass, a check for the program's own mappings
  * while the estimate is far from the limit; it counts only when merges
  * may have added mappings, at most once a second and after a hundred
- * times the last count's CPU (at thirty it was 4 % of a merging engine's
- * CPU at N = 8). */
+ * times what the count would cost now: the last one's CPU, scaled by the
+ * mappings estimated since (at thirty times the last cost it was 4 % of
+ * a merging engine's CPU at N = 8; unscaled, the first count after the
+ * merging pass, ~3 ms at 4,000 mappings, still came at the end of that
+ * pass, measured at the engine's start with 40 mappings). */
 void _sp_vmas_recount(sp_engine *e, bool after_merges)
 {
 	int64_t now = _sp_now_ns(), cpu = _sp_engine_cpu_ns(e);
 	int64_t since = now - e->vmas_counted_ns;
 	if (after_merges && (!e->vmas_dirty || since < 1000000000LL))
 		return;
-	int64_t factor = after_merges ? 100 : 30;
-	if (since < 250000000LL || (cpu > 0 && cpu - e->vmas_counted_cpu < factor * e->vmas_count_cost))
+	int64_t factor = after_merges ? 100 : 30, cost = e->vmas_count_cost;
+	if (after_merges && e->vmas_counted > 0 && e->vmas > e->vmas_counted)
+		cost = cost * e->vmas / e->vmas_counted;
+	if (since < 250000000LL || (cpu > 0 && cpu - e->vmas_counted_cpu < factor * cost))
 		return;
 	int n = _sp_maps_count();
 	int64_t done = _sp_engine_cpu_ns(e);
 	if (n > 0)
-		e->vmas = n;
+		e->vmas = e->vmas_counted = n;
 	e->vmas_dirty = false;
 	e->vmas_counted_ns = _sp_now_ns();
 	e->vmas_counted_cpu = done;
