@@ -509,6 +509,7 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	e->flags = flags;
 	e->owner = getpid();
 	e->max_map_fd = -1;
+	e->self_pidfd = -1;
 	set_defaults(e);
 	int r = _sp_uffd_open(&e->uffd, !(flags & SP_ENGINE_CHECKSUM));
 	if (r) {
@@ -550,7 +551,8 @@ int sp_engine_new(unsigned flags, sp_engine **out)
 	e->cats = _sp_meta_alloc(SP_CATS);
 	e->loose = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->loose));
 	e->maps = _sp_meta_alloc(2 * SP_MAX_JOBS * sizeof(*e->maps));
-	if (!e->vec || !e->jobs || !e->addrs || !e->runs || !e->cats || !e->loose || !e->maps ||
+	e->drops = _sp_meta_alloc(SP_MAX_JOBS * sizeof(*e->drops));
+	if (!e->vec || !e->jobs || !e->addrs || !e->runs || !e->cats || !e->loose || !e->maps || !e->drops ||
 	    _sp_stable_init(&e->stable, &e->store) || _sp_index_init(&e->unstable, 1024)) {
 		sp_engine_free(e);
 		return -ENOMEM;
@@ -642,6 +644,9 @@ int sp_engine_free(sp_engine *e)
 	_sp_meta_free(e->cats, SP_CATS);
 	_sp_meta_free(e->loose, 2 * SP_MAX_JOBS * sizeof(*e->loose));
 	_sp_meta_free(e->maps, 2 * SP_MAX_JOBS * sizeof(*e->maps));
+	_sp_meta_free(e->drops, SP_MAX_JOBS * sizeof(*e->drops));
+	if (e->self_pidfd >= 0)
+		_sp_prim_close(e->self_pidfd);
 	if (e->thread_stack)
 		_sp_meta_free(e->thread_stack, THREAD_STACK);
 	pthread_cond_destroy(&e->cond);

@@ -327,6 +327,11 @@ struct sp_engine {
 	uintptr_t *loose;            /* 2 * SP_MAX_JOBS: hot pages inside runs */
 	struct sp_map *maps;         /* 2 * SP_MAX_JOBS */
 	size_t nmaps;
+	uintptr_t *drops;            /* SP_MAX_JOBS: frozen pages of zeros to drop */
+	size_t ndrops;
+	int self_pidfd;              /* for process_madvise(), of self_pid; -1: none yet */
+	pid_t self_pid;
+	bool no_process_madvise;     /* refused here (before 6.13): madvise per page */
 	struct page_region *vec;     /* PAGEMAP_SCAN results */
 	size_t veclen;
 	struct sp_engine *next;      /* all engines of the process, for fork */

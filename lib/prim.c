@@ -291,6 +291,27 @@ int _sp_prim_madvise(void *addr, size_t len, int advice)
 	return syscall(SYS_madvise, addr, len, advice) < 0 ? -errno : 0;
 }
 
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440  /* 5.10 */
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434  /* 5.3 */
+#endif
+
+ssize_t _sp_prim_process_madvise(int pidfd, const struct iovec *iov, size_t n, int advice)
+{
+	FAULT("process_madvise");
+	long r = syscall(SYS_process_madvise, pidfd, iov, n, advice, 0);
+	return r < 0 ? -errno : r;
+}
+
+int _sp_prim_pidfd_open(pid_t pid)
+{
+	FAULT("pidfd_open");
+	long fd = syscall(SYS_pidfd_open, pid, 0);
+	return fd < 0 ? -errno : (int)fd;
+}
+
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len)
 {
 	FAULT("fallocate");

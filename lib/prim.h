@@ -39,6 +39,11 @@ int _sp_prim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 int _sp_prim_munmap(void *addr, size_t len);
 int _sp_prim_mremap(void *old, size_t oldlen, size_t newlen, int flags, void *newaddr, void **out);
 int _sp_prim_madvise(void *addr, size_t len, int advice);
+/* process_madvise(2) over n ranges of {addr, len} pairs: the bytes advised
+ * (fewer than asked when a range failed after others were done) or -errno. */
+struct iovec;
+ssize_t _sp_prim_process_madvise(int pidfd, const struct iovec *iov, size_t n, int advice);
+int _sp_prim_pidfd_open(pid_t pid);
 int _sp_prim_mprotect(void *addr, size_t len, int prot);
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len);
 int _sp_prim_fcntl(int fd, int cmd, long arg);

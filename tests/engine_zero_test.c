@@ -9,6 +9,7 @@
  * went to swap before the next visit.
  */
 #include "engine_util.h"
+#include "prim.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,8 @@
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/swap.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef MADV_PAGEOUT
@@ -139,6 +142,44 @@ static void test_dropped_zero_pages_unarmed(void **state)
 	munmap(p, ZN * PG);
 }
 
+/* May this process give itself MADV_DONTNEED through process_madvise()? */
+static bool self_process_madvise(void)
+{
+	uint8_t *p = region(1, 1);
+	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	struct iovec iov = { p, PG };
+	bool ok = fd >= 0 && syscall(SYS_process_madvise, fd, &iov, 1, MADV_DONTNEED, 0) == (long)PG && p[9] == 0;
+	if (fd >= 0)
+		close(fd);
+	munmap(p, PG);
+	return ok;
+}
+
+/* A batch's pages of zeros go in one process_madvise(); where that fails,
+ * one madvise() a page. */
+static void test_zero_pages_dropped_in_bulk(void **state)
+{
+	(void)state;
+	if (!self_process_madvise())
+		SKIP_BECAUSE("process_madvise(MADV_DONTNEED) on itself needs Linux 6.13");
+	ENGINE(e, 0);
+	uint8_t *p;
+	_sp_fault_set("madvise:EIO:1+");  /* only the bulk call can drop them */
+	merge_zero_layout(e, &p);
+	_sp_fault_set(NULL);
+	check_layout(p, ZN, 0);
+	assert_int_equal(sp_engine_free(e), 0);
+	munmap(p, ZN * PG);
+
+	ENGINE(e2, 0);
+	_sp_fault_set("process_madvise:EINVAL:1+");  /* refused: page by page */
+	merge_zero_layout(e2, &p);
+	_sp_fault_set(NULL);
+	check_layout(p, ZN, 0);
+	assert_int_equal(sp_engine_free(e2), 0);
+	munmap(p, ZN * PG);
+}
+
 /* ------------------------------------------------------------ swap */
 
 /* A swap file of the test's own, for MADV_PAGEOUT. Swap is machine-wide
@@ -235,6 +276,7 @@ int main(int argc, char **argv)
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_zero_pages),
 		cmocka_unit_test(test_dropped_zero_pages_unarmed),
+		cmocka_unit_test(test_zero_pages_dropped_in_bulk),
 		cmocka_unit_test_teardown(test_written_zero_page_swapped, swap_teardown),
 	};
 	if (argc > 1)
