@@ -327,7 +327,7 @@ struct sp_engine {
 	uintptr_t *loose;            /* 2 * SP_MAX_JOBS: hot pages inside runs */
 	struct sp_map *maps;         /* 2 * SP_MAX_JOBS */
 	size_t nmaps;
-	uintptr_t *drops;            /* SP_MAX_JOBS: frozen pages of zeros to drop */
+	struct sp_job **drops;       /* SP_MAX_JOBS: the jobs whose frozen page of zeros goes */
 	size_t ndrops;
 	int self_pidfd;              /* for process_madvise(), of self_pid; -1: none yet */
 	pid_t self_pid;

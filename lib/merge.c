@@ -384,27 +384,12 @@ static void apply_maps(sp_engine *e)
 	}
 }
 
-static struct sp_page *page_of(sp_engine *e, uintptr_t addr, uint32_t *rid_out)
-{
-	uint32_t rid;
-	struct sp_range *r = _sp_range_at(e, addr, &rid);
-	if (!r)
-		return NULL;
-	if (rid_out)
-		*rid_out = rid;
-	return &r->pg[(addr - r->start) / SP_PAGE];
-}
-
 /* A frozen page found all zeros, dropped: reads map the zero page. */
-static void dropped(sp_engine *e, uintptr_t addr, int rc)
+static void dropped(sp_engine *e, const struct sp_job *j, int rc)
 {
-	uint32_t rid;
-	struct sp_page *pg = page_of(e, addr, &rid);
-	if (!pg)
-		return;
-	size_t i = (size_t)(pg - e->ranges[rid]->pg);
+	struct sp_page *pg = &e->ranges[j->rid]->pg[j->page];
 	if (rc) {
-		mark_changed(e, rid, i);
+		mark_changed(e, j->rid, j->page);
 		return;
 	}
 	/* COWED pages keep their file VMA: the zap would show the store page,
@@ -426,8 +411,8 @@ static void apply_drops(sp_engine *e)
 	for (size_t i = 0; i < e->ndrops; i++) {
 		/* a later job of the batch may have merged it (never seen: a
 		 * page of zeros queues no lookup) */
-		const struct sp_page *pg = page_of(e, e->drops[i], NULL);
-		if (pg && pg->state != SP_PG_MERGED)
+		const struct sp_job *j = e->drops[i];
+		if (e->ranges[j->rid]->pg[j->page].state != SP_PG_MERGED)
 			e->drops[n++] = e->drops[i];
 	}
 	e->ndrops = 0;
@@ -446,12 +431,13 @@ static void apply_drops(sp_engine *e)
 	if (n > 0 && !e->no_process_madvise) {
 		struct iovec iov[SP_MAX_JOBS];
 		for (size_t i = 0; i < n; i++)
-			iov[i] = (struct iovec){ (void *)e->drops[i], SP_PAGE };
+			iov[i] = (struct iovec){ (void *)page_addr(e, e->drops[i]->rid, e->drops[i]->page), SP_PAGE };
 		r = _sp_prim_process_madvise(e->self_pidfd, iov, n, MADV_DONTNEED);
 		done = r > 0 ? (size_t)r / SP_PAGE : 0;  /* the ranges before a failure */
 	}
 	for (size_t i = 0; i < n; i++) {
-		int rc = i < done ? 0 : _sp_prim_madvise((void *)e->drops[i], SP_PAGE, MADV_DONTNEED);
+		void *page = (void *)page_addr(e, e->drops[i]->rid, e->drops[i]->page);
+		int rc = i < done ? 0 : _sp_prim_madvise(page, SP_PAGE, MADV_DONTNEED);
 		/* The call failed as a whole where madvise() takes the same first
 		 * page: the kernel refuses the call or this advice in it (before
 		 * 5.10 and 6.13). Page by page from now on. */
@@ -507,7 +493,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 
 	if (j->kind == SP_JOB_ZERO) {
 		if (_sp_page_cmp(bp, zero_page) == 0 && e->ndrops < SP_MAX_JOBS)
-			e->drops[e->ndrops++] = (uintptr_t)bp;  /* apply_drops(), still frozen */
+			e->drops[e->ndrops++] = j;  /* apply_drops(), still frozen */
 		else
 			mark_changed(e, j->rid, j->page);
 		return;
