@@ -607,6 +607,8 @@ int sp_engine_free(sp_engine *e)
 		_sp_lock(e);
 		e->stopping = true;
 		pthread_cond_broadcast(&e->cond);
+		if (e->remote)
+			_sp_remote_wake(e);  /* waiting on its socket, not on cond */
 		_sp_unlock(e);
 		pthread_join(e->thread, NULL);
 	}

@@ -425,6 +425,7 @@ void _sp_advisor_stop(sp_engine *e);
 /* client.c: the engine as a client of samepaged */
 int _sp_remote_init(sp_engine *e);
 void _sp_remote_fini(sp_engine *e);
+void _sp_remote_wake(sp_engine *e);
 void *_sp_remote_main(void *arg);
 void _sp_remote_queue(sp_engine *e, uint32_t rid, size_t i, uint64_t key, uint8_t node);
 bool _sp_remote_full(const sp_engine *e);

@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <sys/syscall.h>
@@ -310,6 +311,13 @@ int _sp_prim_pidfd_open(pid_t pid)
 	FAULT("pidfd_open");
 	long fd = syscall(SYS_pidfd_open, pid, 0);
 	return fd < 0 ? -errno : (int)fd;
+}
+
+int _sp_prim_eventfd(void)
+{
+	FAULT("eventfd");
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return fd < 0 ? -errno : fd;
 }
 
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len)

@@ -44,6 +44,8 @@ int _sp_prim_madvise(void *addr, size_t len, int advice);
 struct iovec;
 ssize_t _sp_prim_process_madvise(int pidfd, const struct iovec *iov, size_t n, int advice);
 int _sp_prim_pidfd_open(pid_t pid);
+/* A non-blocking eventfd (counter 0), or -errno. */
+int _sp_prim_eventfd(void);
 int _sp_prim_mprotect(void *addr, size_t len, int prot);
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len);
 int _sp_prim_fcntl(int fd, int cmd, long arg);

@@ -9,6 +9,7 @@
  */
 #include "daemon_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -408,6 +409,89 @@ static void test_ksmtuned_drives_user_engine(void **state)
 	cleanup_dir();
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Voluntary context switches of this process's threads but the caller. */
+static int64_t other_threads_wakes(void)
+{
+	int64_t sum = 0;
+	DIR *dir = opendir("/proc/self/task");
+	assert_non_null(dir);
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (de->d_name[0] == '.' || atoi(de->d_name) == (int)gettid())
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		sum += proc_kb(path, "voluntary_ctxt_switches");
+	}
+	closedir(dir);
+	return sum;
+}
+
+/* sp_engine_free() 100 ms after its thread woke (for its counters, or a
+ * message), when the thread's wait has ~0.9 s to go: its time in ms. */
+static int64_t free_after_a_wake(sp_engine *e)
+{
+	int64_t w = other_threads_wakes();
+	for (int t = 0; t < 3000 && other_threads_wakes() == w; t += 5)
+		msleep(5);
+	msleep(100);
+	int64_t t0 = now_ns();
+	assert_int_equal(sp_engine_free(e), 0);
+	int64_t took_ms = (now_ns() - t0) / 1000000;
+	print_message("sp_engine_free() took %lld ms\n", (long long)took_ms);
+	return took_ms;
+}
+
+/* Between turns (run=0 here) a client's thread wakes once a second to send
+ * its counters, not ten times; and its engine still stops at once, though
+ * its wait would last up to a second more (an eventfd ends it). */
+static void test_idle_client_sleeps_and_stops_at_once(void **state)
+{
+	(void)state;
+	NEED_ENGINE();
+	pid_t d = start_daemon(false);
+	sp_ctl *ctl;
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	sp_setting stop[] = { { "run", "0" } };
+	sp_diag diag;
+	assert_int_equal(sp_ctl_set(ctl, stop, 1, 0, &diag), 0);
+	sp_ctl_close(ctl);
+	sp_engine *e;
+	assert_int_equal(sp_engine_new(SP_ENGINE_SHARED, &e), 0);
+	size_t len = 64 * PG;
+	uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(m != MAP_FAILED);
+	memset(m, 7, len);
+	assert_int_equal(sp_madvise(e, m, len, MADV_MERGEABLE), 0);
+	msleep(500);  /* connected, first counters sent */
+	int64_t w0 = other_threads_wakes();
+	msleep(3000);
+	int64_t w1 = other_threads_wakes();
+	print_message("engine thread woke %lld times in 3 s between turns\n", (long long)(w1 - w0));
+	assert_true(w1 - w0 >= 2);  /* the counters, each second */
+	assert_true(w1 - w0 <= 8);  /* every 100 ms: 30 */
+	assert_true(free_after_a_wake(e) < 500);
+	/* Without an eventfd, the waits stay short instead. */
+	_sp_fault_set("eventfd:EMFILE:1");
+	assert_int_equal(sp_engine_new(SP_ENGINE_SHARED, &e), 0);
+	_sp_fault_set(NULL);
+	assert_int_equal(sp_madvise(e, m, len, MADV_MERGEABLE), 0);
+	msleep(500);
+	assert_true(free_after_a_wake(e) < 500);
+	for (size_t i = 0; i < len; i++)
+		assert_int_equal(m[i], 7);
+	munmap(m, len);
+	stop_daemon(d, SIGTERM);
+	cleanup_dir();
+}
+
 int main(int argc, char **argv)
 {
 	struct CMUnitTest tests[] = {
@@ -419,6 +503,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_per_user_daemon_refuses_others),
 		cmocka_unit_test(test_cli_user_engine),
 		cmocka_unit_test(test_ksmtuned_drives_user_engine),
+		cmocka_unit_test(test_idle_client_sleeps_and_stops_at_once),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1)
