@@ -397,54 +397,24 @@ static void notify_partner(sp_daemon *d, uint32_t slot, const struct sp_note *no
 
 static void domain_sample(sp_daemon *d, struct sp_domain *dom, struct sp_stats *out)
 {
-	memset(out, 0, sizeof(*out));
-	for (int p = 0; p < SP_PARAM_COUNT; p++)
-		if (sp_param_describe(p)->flags & SP_PF_KNOB)
-			out->value[p] = d->knob[p];
-	struct sp_client_stats t = dom->gone;
-	int64_t meta = _sp_domain_metadata(dom);
-	uint32_t clients = 0;
-	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++) {
-		struct sp_client *c = d->clients[i];
-		if (!c || c->dom != dom || c->control)
-			continue;
-		clients++;
-		t.unshared += c->st.unshared;
-		t.volatile_ += c->st.volatile_;
-		t.zero += c->st.zero;
-		t.cow += c->st.cow;
-		t.scanned += c->st.scanned;
-		t.skipped += c->st.skipped;
-		t.skipped_map += c->st.skipped_map;
-		t.cpu_ns += c->st.cpu_ns;
-		meta += (int64_t)c->st.metadata_bytes;
-	}
-	int64_t shared = (int64_t)dom->pages_shared, sharing = (int64_t)dom->pages_sharing;
-	int64_t zero = (int64_t)t.zero;
-	_sp_zero_fold(d->knob, &shared, &sharing, &zero);
-	out->value[SP_PAGES_SHARED] = shared;
-	out->value[SP_PAGES_SHARING] = sharing;
-	out->value[SP_PAGES_UNSHARED] = (int64_t)t.unshared;
-	out->value[SP_PAGES_VOLATILE] = (int64_t)t.volatile_;
-	out->value[SP_PAGES_SCANNED] = (int64_t)t.scanned;
-	out->value[SP_PAGES_SKIPPED] = (int64_t)t.skipped;
-	out->value[SP_FULL_SCANS] = (int64_t)d->full_scans;
-	out->value[SP_STABLE_NODE_CHAINS] = (int64_t)dom->stable.chains;
-	out->value[SP_STABLE_NODE_DUPS] = (int64_t)dom->stable.dups;
-	out->value[SP_KSM_ZERO_PAGES] = zero;
-	out->value[SP_GENERAL_PROFIT] = (sharing + zero) * (int64_t)SP_PAGE - meta;
-	out->value[SP_COW_KSM] = (int64_t)t.cow;
-	out->value[SP_PAGES_SKIPPED_MAX_MAP_COUNT] = (int64_t)t.skipped_map;
-	for (int p = 0; p < SP_PARAM_COUNT; p++)
-		if (p != SP_KSM_SWPIN_COPY)
-			out->present |= 1ull << p;
-	out->clients = clients;
-	out->daemon_pid = (int32_t)getpid();
-	out->epoch = d->epoch;
-	out->cpu_ns = t.cpu_ns;
+	_sp_domain_sample(dom, d->clients, d->knob, d->full_scans, d->epoch, out);
 	struct timespec ts;
 	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0)
 		out->daemon_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Every domain's counters page, as they are now: after each wake, and
+ * before a reply to a control tool (which may read the page at once). The
+ * daemon's own CPU is left out (a system call each time): it comes with
+ * STATS over the socket, as sp_ctl_info_get() asks. */
+static void publish_stats(sp_daemon *d)
+{
+	for (struct sp_domain *dom = d->domains; dom; dom = dom->next)
+		if (dom->stats) {
+			struct sp_stats st;
+			_sp_domain_sample(dom, d->clients, d->knob, d->full_scans, d->epoch, &st);
+			_sp_statpage_write(dom->stats, &st);
+		}
 }
 
 struct set_ctx {
@@ -537,6 +507,7 @@ static void handle_set(sp_daemon *d, struct sp_client *c, const uint8_t *payload
 	rep.param = diag.param;
 	snprintf(rep.msg, sizeof(rep.msg), "%s", diag.msg);
 	free(copy);
+	publish_stats(d);  /* the caller may read the new values from the page at once */
 	send_to(d, c, SP_MSG_SET_REPLY, &rep, sizeof(rep), -1);
 }
 
@@ -698,6 +669,18 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 		struct sp_stats st;
 		domain_sample(d, c->dom, &st);
 		send_to(d, c, SP_MSG_STATS, &st, sizeof(st), -1);
+		return;
+	}
+	case SP_MSG_STATS_MAP_REQ: {
+		if (!c->dom->stats) {
+			struct sp_error er = { .err = -EOPNOTSUPP };
+			snprintf(er.msg, sizeof(er.msg), "no counters page: ask for STATS");
+			send_to(d, c, SP_MSG_ERROR, &er, sizeof(er), -1);
+			return;
+		}
+		publish_stats(d);
+		struct sp_count z = { 0, 0 };
+		send_to(d, c, SP_MSG_STATS_MAP, &z, sizeof(z), c->dom->stats_fd);
 		return;
 	}
 	case SP_MSG_SET:
@@ -924,6 +907,7 @@ int sp_daemon_run(sp_daemon *d)
 	while (!d->stop) {
 		int64_t now = _sp_now_ns();
 		pace(d, now);
+		publish_stats(d);
 		nfds_t n = 0;
 		pf[n++] = (struct pollfd){ d->listen_fd, POLLIN, 0 };
 		for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++)

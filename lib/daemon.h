@@ -64,6 +64,8 @@ struct sp_domain {
 	struct sp_client_stats gone; /* counters of clients that left */
 	uint32_t clients;
 	int64_t publish_backoff_ns;  /* memory ran short: no new store pages until then */
+	struct sp_statpage *stats;   /* its counters for control tools (NULL: over the socket) */
+	int stats_fd;                /* read-only, handed to them */
 	struct sp_domain *next;
 };
 
@@ -78,6 +80,9 @@ bool _sp_peer_maps_store(pid_t pid, const char *store_name);
 
 /* domain.c */
 struct sp_domain *_sp_domain_new(uint32_t key);
+/* The domain's counters from its clients' (daemon_cpu_ns left 0). */
+void _sp_domain_sample(const struct sp_domain *dom, struct sp_client *const *clients, const int64_t *knob,
+		       uint64_t full_scans, uint64_t epoch, struct sp_stats *out);
 void _sp_domain_free(struct sp_domain *dom);
 void _sp_domain_lookup(struct sp_domain *dom, struct sp_client *c, const struct sp_lookup_rec *r, uint32_t n,
 		       int64_t max_sharing, struct sp_result_rec *out);

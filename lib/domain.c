@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #define UNSTABLE_PER_CLIENT (1u << 24)
@@ -85,6 +86,10 @@ struct sp_domain *_sp_domain_new(uint32_t key)
 	if (!dom)
 		return NULL;
 	dom->key = key;
+	dom->stats_fd = -1;
+	/* Without one (memfds, or sealing before 5.1), counters go over the socket. */
+	if (_sp_statpage_new(&dom->stats, &dom->stats_fd))
+		dom->stats = NULL;
 	_sp_store_init(&dom->store);
 	if (_sp_stable_init(&dom->stable, &dom->store) || _sp_index_init(&dom->unstable, 1024)) {
 		_sp_domain_free(dom);
@@ -98,6 +103,7 @@ void _sp_domain_free(struct sp_domain *dom)
 	if (!dom)
 		return;
 	dom->store.no_punch = true;
+	_sp_statpage_free(dom->stats, dom->stats_fd);
 	_sp_store_fini(&dom->store);
 	_sp_stable_fini(&dom->stable);
 	_sp_index_fini(&dom->unstable);
@@ -300,4 +306,55 @@ int64_t _sp_domain_metadata(const struct sp_domain *dom)
 {
 	return (int64_t)(sizeof(*dom) + _sp_stable_bytes(&dom->stable) + _sp_index_bytes(&dom->unstable)) +
 	       _sp_store_overhead(&dom->store);
+}
+
+/* The domain's counters, with the kernel's names (daemon_cpu_ns left 0). */
+void _sp_domain_sample(const struct sp_domain *dom, struct sp_client *const *clients, const int64_t *knob,
+		       uint64_t full_scans, uint64_t epoch, struct sp_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int p = 0; p < SP_PARAM_COUNT; p++)
+		if (sp_param_describe(p)->flags & SP_PF_KNOB)
+			out->value[p] = knob[p];
+	struct sp_client_stats t = dom->gone;
+	int64_t meta = _sp_domain_metadata(dom);
+	uint32_t nclients = 0;
+	for (uint32_t i = 0; i < SP_MAX_CLIENTS; i++) {
+		struct sp_client *c = clients[i];
+		if (!c || c->dom != dom || c->control)
+			continue;
+		nclients++;
+		t.unshared += c->st.unshared;
+		t.volatile_ += c->st.volatile_;
+		t.zero += c->st.zero;
+		t.cow += c->st.cow;
+		t.scanned += c->st.scanned;
+		t.skipped += c->st.skipped;
+		t.skipped_map += c->st.skipped_map;
+		t.cpu_ns += c->st.cpu_ns;
+		meta += (int64_t)c->st.metadata_bytes;
+	}
+	int64_t shared = (int64_t)dom->pages_shared, sharing = (int64_t)dom->pages_sharing;
+	int64_t zero = (int64_t)t.zero;
+	_sp_zero_fold(knob, &shared, &sharing, &zero);
+	out->value[SP_PAGES_SHARED] = shared;
+	out->value[SP_PAGES_SHARING] = sharing;
+	out->value[SP_PAGES_UNSHARED] = (int64_t)t.unshared;
+	out->value[SP_PAGES_VOLATILE] = (int64_t)t.volatile_;
+	out->value[SP_PAGES_SCANNED] = (int64_t)t.scanned;
+	out->value[SP_PAGES_SKIPPED] = (int64_t)t.skipped;
+	out->value[SP_FULL_SCANS] = (int64_t)full_scans;
+	out->value[SP_STABLE_NODE_CHAINS] = (int64_t)dom->stable.chains;
+	out->value[SP_STABLE_NODE_DUPS] = (int64_t)dom->stable.dups;
+	out->value[SP_KSM_ZERO_PAGES] = zero;
+	out->value[SP_GENERAL_PROFIT] = (sharing + zero) * (int64_t)SP_PAGE - meta;
+	out->value[SP_COW_KSM] = (int64_t)t.cow;
+	out->value[SP_PAGES_SKIPPED_MAX_MAP_COUNT] = (int64_t)t.skipped_map;
+	for (int p = 0; p < SP_PARAM_COUNT; p++)
+		if (p != SP_KSM_SWPIN_COPY)
+			out->present |= 1ull << p;
+	out->clients = nclients;
+	out->daemon_pid = (int32_t)getpid();
+	out->epoch = epoch;
+	out->cpu_ns = t.cpu_ns;
 }

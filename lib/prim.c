@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -324,6 +325,12 @@ int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len)
 {
 	FAULT("fallocate");
 	return fallocate(fd, mode, off, len) < 0 ? -errno : 0;
+}
+
+int _sp_prim_fstat(int fd, struct stat *st)
+{
+	FAULT("fstat");
+	return fstat(fd, st) < 0 ? -errno : 0;
 }
 
 int _sp_prim_fcntl(int fd, int cmd, long arg)

@@ -48,6 +48,8 @@ int _sp_prim_pidfd_open(pid_t pid);
 int _sp_prim_eventfd(void);
 int _sp_prim_mprotect(void *addr, size_t len, int prot);
 int _sp_prim_fallocate(int fd, int mode, off_t off, off_t len);
+struct stat;
+int _sp_prim_fstat(int fd, struct stat *st);
 int _sp_prim_fcntl(int fd, int cmd, long arg);
 int _sp_prim_mbind(void *addr, size_t len, int mode, const unsigned long *mask, unsigned long maxnode);
 /* Node of each page (move_pages(2) without moving): status[i] >= 0 is the node. */

@@ -34,6 +34,8 @@ static size_t fixed_size(uint16_t t)
 	case SP_MSG_FORKED:
 	case SP_MSG_SETTLE:
 	case SP_MSG_STATS_REQ:
+	case SP_MSG_STATS_MAP_REQ:
+	case SP_MSG_STATS_MAP:
 	case SP_MSG_LIST_REQ:
 		return sizeof(struct sp_count);  /* an empty count, for uniform framing */
 	case SP_MSG_STATS:
@@ -99,6 +101,7 @@ static bool sent_by_client(uint16_t t)
 	case SP_MSG_FORKED:
 	case SP_MSG_SETTLE:
 	case SP_MSG_STATS_REQ:
+	case SP_MSG_STATS_MAP_REQ:
 	case SP_MSG_SET:
 	case SP_MSG_LIST_REQ:
 		return true;

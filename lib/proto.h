@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #define SP_PROTO_MAGIC 0x31475053u   /* "SPG1" */
-#define SP_PROTO_VERSION 4
+#define SP_PROTO_VERSION 5
 #define SP_PROTO_MAX_PAYLOAD (1u << 20)
 #define SP_PROTO_MAX_LOOKUP 1024     /* records per LOOKUP / NOTIFY / REFS / FORGET */
 #define SP_PROTO_MAX_PUBLISH 64      /* pages per PUBLISH (256 KiB) */
@@ -49,6 +49,8 @@ enum sp_msg_type {
 	SP_MSG_ERROR,           /* d->c  why you are being disconnected */
 	SP_MSG_SETTLE,          /* c->d  the STORE answers so far are settled: the
 				   REFS of what I mapped with them came first */
+	SP_MSG_STATS_MAP_REQ,   /* c->d  control: the domain's counters page */
+	SP_MSG_STATS_MAP,       /* d->c  its fd (SCM_RIGHTS), or an ERROR */
 	SP_MSG_TYPE_END
 };
 
@@ -239,5 +241,17 @@ int _sp_proto_send_wait(int sock, uint16_t type, uint32_t seq, const void *paylo
 /* Receive one message into buf (capacity cap), blocking; *fd receives a
  * passed fd or -1. Returns payload length or -errno (-EPROTO invalid). */
 int _sp_proto_recv(int sock, struct sp_hdr *h, void *buf, size_t cap, int *fd);
+
+/* statpage.c: a domain's counters in shared memory (STATS_MAP). The daemon
+ * makes the page (and a read-only fd of it for readers) and writes it;
+ * a reader maps the fd (-EPROTO unless it is such a page) and reads it
+ * (-EAGAIN when no consistent or no written copy came). */
+struct sp_statpage;
+int _sp_statpage_new(struct sp_statpage **out, int *rofd);
+void _sp_statpage_free(struct sp_statpage *p, int rofd);
+void _sp_statpage_write(struct sp_statpage *p, const struct sp_stats *st);
+int _sp_statpage_map(int fd, const struct sp_statpage **out);
+void _sp_statpage_unmap(const struct sp_statpage *p);
+int _sp_statpage_read(const struct sp_statpage *p, struct sp_stats *out);
 
 #endif
