@@ -45,6 +45,7 @@ struct sp_daemon {
 	int64_t knob[SP_PARAM_COUNT];
 	uint64_t full_scans;
 	uint64_t hints_dropped;       /* NOTIFY hints a busy client had no room for */
+	bool stats_all_dirty;        /* knobs or full_scans changed: every counters page */
 	/* pacing */
 	uint32_t cursor;             /* slot whose turn it is */
 	int granted;                 /* slot with an outstanding grant, or -1 */
@@ -147,8 +148,10 @@ static struct sp_domain *domain_for(sp_daemon *d, uid_t uid)
 
 static void release_client(struct sp_client *c)
 {
-	if (c->dom)
+	if (c->dom) {
 		_sp_domain_client_gone(c->dom, c);
+		c->dom->stats_dirty = true;
+	}
 	_sp_domain_client_free(c);
 	if (c->pidfd >= 0)
 		close(c->pidfd);
@@ -167,8 +170,10 @@ static void drop_client(sp_daemon *d, struct sp_client *c, const char *why)
 	else
 		logmsg(d, 1, "client %llu (pid %d, uid %u) disconnected: %s", (unsigned long long)c->id, (int)c->pid,
 		       (unsigned)c->uid, why);
-	if (c->dom)
+	if (c->dom) {
 		c->dom->clients--;
+		c->dom->stats_dirty = true;
+	}
 	if (d->granted == (int)c->slot)
 		d->granted = -1;
 	close(c->fd);
@@ -403,18 +408,22 @@ static void domain_sample(sp_daemon *d, struct sp_domain *dom, struct sp_stats *
 		out->daemon_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Every domain's counters page, as they are now: after each wake, and
- * before a reply to a control tool (which may read the page at once). The
- * daemon's own CPU is left out (a system call each time): it comes with
- * STATS over the socket, as sp_ctl_info_get() asks. */
+/* The counters pages of the domains whose counters may have changed (a
+ * message from one of their clients, a client gone; every domain for a
+ * knob or a full scan): after each wake, and before a reply to a control
+ * tool (which may read the page at once). The daemon's own CPU is left
+ * out (a system call each time): it comes with STATS over the socket, as
+ * sp_ctl_info_get() asks. */
 static void publish_stats(sp_daemon *d)
 {
 	for (struct sp_domain *dom = d->domains; dom; dom = dom->next)
-		if (dom->stats) {
+		if (dom->stats && (dom->stats_dirty || d->stats_all_dirty)) {
 			struct sp_stats st;
 			_sp_domain_sample(dom, d->clients, d->knob, d->full_scans, d->epoch, &st);
 			_sp_statpage_write(dom->stats, &st);
+			dom->stats_dirty = false;
 		}
+	d->stats_all_dirty = false;
 }
 
 struct set_ctx {
@@ -507,6 +516,7 @@ static void handle_set(sp_daemon *d, struct sp_client *c, const uint8_t *payload
 	rep.param = diag.param;
 	snprintf(rep.msg, sizeof(rep.msg), "%s", diag.msg);
 	free(copy);
+	d->stats_all_dirty = true;
 	publish_stats(d);  /* the caller may read the new values from the page at once */
 	send_to(d, c, SP_MSG_SET_REPLY, &rep, sizeof(rep), -1);
 }
@@ -546,6 +556,7 @@ static void handle_list(sp_daemon *d, struct sp_client *c)
 static void end_of_pass(sp_daemon *d)
 {
 	d->full_scans++;
+	d->stats_all_dirty = true;
 	if (d->hints_dropped) {
 		logmsg(d, 2, "%llu merge hints dropped this pass: their clients were busy",
 		       (unsigned long long)d->hints_dropped);
@@ -589,6 +600,8 @@ static void handle_message(sp_daemon *d, struct sp_client *c)
 	}
 	uint16_t t = c->hdr.type;
 	c->silent = false;
+	if (c->dom)
+		c->dom->stats_dirty = true;  /* (most messages change its counters) */
 	if (!c->hello && t != SP_MSG_HELLO) {
 		violation(d, c, -EPROTO, "HELLO expected first");
 		return;

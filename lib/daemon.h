@@ -66,6 +66,7 @@ struct sp_domain {
 	int64_t publish_backoff_ns;  /* memory ran short: no new store pages until then */
 	struct sp_statpage *stats;   /* its counters for control tools (NULL: over the socket) */
 	int stats_fd;                /* read-only, handed to them */
+	bool stats_dirty;            /* its page is to be written again */
 	struct sp_domain *next;
 };
 

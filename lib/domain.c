@@ -90,6 +90,7 @@ struct sp_domain *_sp_domain_new(uint32_t key)
 	/* Without one (memfds, or sealing before 5.1), counters go over the socket. */
 	if (_sp_statpage_new(&dom->stats, &dom->stats_fd))
 		dom->stats = NULL;
+	dom->stats_dirty = true;
 	_sp_store_init(&dom->store);
 	if (_sp_stable_init(&dom->stable, &dom->store) || _sp_index_init(&dom->unstable, 1024)) {
 		_sp_domain_free(dom);
