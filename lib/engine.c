@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -449,6 +450,9 @@ static void *thread_entry(void *arg)
 	struct thread_start ts = *(struct thread_start *)arg;
 	free(arg);
 	own_engine = ts.e;
+	/* Named, so that top -H and /proc/PID/task/TID/comm tell the
+	 * merger's CPU from the program's own. */
+	_sp_prim_prctl(PR_SET_NAME, (unsigned long)"samepage", 0, 0, 0);
 	return ts.main_fn(ts.e);
 }
 

@@ -419,7 +419,8 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Voluntary context switches of this process's threads but the caller. */
+/* Voluntary context switches of this process's engine threads (named
+ * "samepage"; a sanitizer has threads of its own). */
 static int64_t other_threads_wakes(void)
 {
 	int64_t sum = 0;
@@ -427,11 +428,17 @@ static int64_t other_threads_wakes(void)
 	assert_non_null(dir);
 	struct dirent *de;
 	while ((de = readdir(dir))) {
-		if (de->d_name[0] == '.' || atoi(de->d_name) == (int)gettid())
+		if (de->d_name[0] == '.')
 			continue;
-		char path[PATH_MAX];
+		char path[PATH_MAX], comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;  /* gone meanwhile */
+		bool engine = fgets(comm, sizeof(comm), f) && strcmp(comm, "samepage\n") == 0;
+		fclose(f);
 		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
-		sum += proc_kb(path, "voluntary_ctxt_switches");
+		sum += engine ? proc_kb(path, "voluntary_ctxt_switches") : 0;
 	}
 	closedir(dir);
 	return sum;
