@@ -468,12 +468,7 @@ static void test_idle_client_sleeps_and_stops_at_once(void **state)
 	(void)state;
 	NEED_ENGINE();
 	pid_t d = start_daemon(false);
-	sp_ctl *ctl;
-	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
-	sp_setting stop[] = { { "run", "0" } };
-	sp_diag diag;
-	assert_int_equal(sp_ctl_set(ctl, stop, 1, 0, &diag), 0);
-	sp_ctl_close(ctl);
+	set_knob("run", "0");
 	enum { ENGINES = 4 };
 	sp_engine *e[ENGINES];
 	size_t len = 64 * PG;
@@ -502,6 +497,7 @@ static void test_idle_client_sleeps_and_stops_at_once(void **state)
 	/* A change still goes: more memory registered (more metadata) shows
 	 * in the domain's general_profit within the second. */
 	sp_sample s0, s1;
+	sp_ctl *ctl;
 	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
 	assert_int_equal(sp_ctl_sample(ctl, &s0), 0);
 	size_t more = 1024 * PG;

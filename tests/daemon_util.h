@@ -334,6 +334,17 @@ static inline bool have_engine(void)
 			SKIP_BECAUSE("userfaultfd is not available to this user on this kernel"); \
 	} while (0)
 
+/* One knob of the daemon, as samepage set would change it. */
+static inline void set_knob(const char *name, const char *value)
+{
+	sp_ctl *ctl;
+	assert_int_equal(sp_ctl_open(sock_path, &ctl), 0);
+	sp_setting one[] = { { name, value } };
+	sp_diag diag;
+	assert_int_equal(sp_ctl_set(ctl, one, 1, 0, &diag), 0);
+	sp_ctl_close(ctl);
+}
+
 /* The daemon's pace for everyone, as samepage set would change it. */
 static inline void set_pace(const char *pages_to_scan, const char *sleep_millisecs)
 {
