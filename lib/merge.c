@@ -416,8 +416,10 @@ static void apply_drops(sp_engine *e)
 			e->drops[n++] = e->drops[i];
 	}
 	e->ndrops = 0;
+	if (n == 0)
+		return;  /* most rounds: no getpid() for nothing */
 	pid_t pid = getpid();
-	if (n > 0 && !e->no_process_madvise && e->self_pid != pid) {
+	if (!e->no_process_madvise && e->self_pid != pid) {
 		/* First use. A fork child's engine never merges (it is inert), but
 		 * a pidfd of the parent would advise the parent: check anyway. */
 		if (e->self_pidfd >= 0)
@@ -428,7 +430,7 @@ static void apply_drops(sp_engine *e)
 			e->no_process_madvise = true;  /* no pidfds (before 5.3) */
 	}
 	ssize_t r = 0;
-	if (n > 0 && !e->no_process_madvise) {
+	if (!e->no_process_madvise) {
 		struct iovec iov[SP_MAX_JOBS];
 		for (size_t i = 0; i < n; i++)
 			iov[i] = (struct iovec){ (void *)page_addr(e, e->drops[i]->rid, e->drops[i]->page), SP_PAGE };

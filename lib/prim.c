@@ -164,6 +164,13 @@ int _sp_prim_open(const char *path, int flags, mode_t mode)
 	return fd < 0 ? -errno : fd;
 }
 
+int _sp_prim_reopen_rdonly(int fd)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return _sp_prim_open(path, O_RDONLY, 0);
+}
+
 int _sp_prim_close(int fd)
 {
 	return close(fd) < 0 ? -errno : 0;

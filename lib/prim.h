@@ -21,6 +21,9 @@
 #include <sys/types.h>
 
 int _sp_prim_open(const char *path, int flags, mode_t mode);
+/* A read-only descriptor of what fd opens (through /proc/self/fd): handed
+ * to peers that may map a file, never change it. */
+int _sp_prim_reopen_rdonly(int fd);
 int _sp_prim_close(int fd);
 ssize_t _sp_prim_read(int fd, void *buf, size_t len);
 ssize_t _sp_prim_pread(int fd, void *buf, size_t len, off_t off);

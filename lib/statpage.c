@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -55,9 +54,7 @@ int _sp_statpage_new(struct sp_statpage **out, int *rofd)
 		r = _sp_prim_fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL);
 	int ro = -1;
 	if (!r) {
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		ro = _sp_prim_open(path, O_RDONLY, 0);
+		ro = _sp_prim_reopen_rdonly(fd);
 		if (ro < 0)
 			r = ro;
 	}

@@ -201,11 +201,8 @@ int _sp_store_attach(struct sp_store *s, uint32_t seg, int fd)
 int _sp_store_ro_fd(struct sp_store *s, uint32_t seg)
 {
 	struct sp_segment *g = &s->seg[seg];
-	if (g->rofd < 0) {
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", g->fd);
-		g->rofd = _sp_prim_open(path, O_RDONLY, 0);
-	}
+	if (g->rofd < 0)
+		g->rofd = _sp_prim_reopen_rdonly(g->fd);
 	return g->rofd;
 }
 
