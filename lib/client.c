@@ -114,6 +114,14 @@ void _sp_remote_forget(sp_engine *e, uint64_t key, uintptr_t addr)
 	rm->forget[rm->nforget++] = (struct sp_forget_rec){ key, addr };
 }
 
+/* Queued lookups name pages by the state they had when queued: after an
+ * unmerge, a lost connection or a fork they mean nothing. */
+static void drop_lookups(struct sp_remote *rm)
+{
+	rm->nlk = 0;
+	rm->lk_waited = false;
+}
+
 static void disconnect(sp_engine *e, const char *why)
 {
 	struct sp_remote *rm = e->remote;
@@ -123,8 +131,9 @@ static void disconnect(sp_engine *e, const char *why)
 		if (why && getenv("SAMEPAGE_DEBUG"))
 			fprintf(stderr, "samepage: lost samepaged: %s\n", why);
 	}
-	rm->nrefs = rm->nforget = rm->nnotes = rm->nlk = 0;
-	rm->grant_pending = rm->in_turn = rm->leased = rm->lk_waited = rm->sent_valid = false;
+	drop_lookups(rm);
+	rm->nrefs = rm->nforget = rm->nnotes = 0;
+	rm->grant_pending = rm->in_turn = rm->leased = rm->sent_valid = false;
 	rm->retry_ns = _sp_now_ns() + 200000000LL;
 }
 
@@ -726,8 +735,7 @@ void *_sp_remote_main(void *arg)
 			rm->grant_pending = true;
 		if (rm->unmerge_all) {
 			rm->unmerge_all = false;
-			rm->nlk = 0;
-			rm->lk_waited = false;
+			drop_lookups(rm);
 			_sp_unmerge_all(e, true);
 			waiting_pages_to(e, SP_PG_NEW);
 			_sp_remote_flush(e);
@@ -858,6 +866,5 @@ void _sp_remote_child(sp_engine *e)
 	rm->wake_fd = -1;
 	rm->ever_connected = false;
 	rm->grant_pending = rm->in_turn = false;  /* the parent's turn, not ours */
-	rm->nlk = 0;  /* the parent's lookups */
-	rm->lk_waited = false;
+	drop_lookups(rm);  /* the parent's */
 }

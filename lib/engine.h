@@ -377,7 +377,6 @@ struct sp_job {
 	size_t ppage;
 	uint32_t store;     /* store page (STABLE) */
 	uint8_t kind;       /* SP_JOB_* */
-	uint8_t done;
 };
 enum { SP_JOB_ZERO = 1, SP_JOB_STABLE, SP_JOB_PAIR };
 /* The NUMA node whose store holds this page's merged copy. */

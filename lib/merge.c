@@ -521,8 +521,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 			make_unshared(e, j->rid, j->page);
 			return;
 		}
-		if (map_store(e, j->rid, j->page, j->store) == 0)
-			j->done = 1;
+		map_store(e, j->rid, j->page, j->store);  /* (-ENOSPC: left as it is, looked at again) */
 		return;
 	}
 
@@ -547,9 +546,7 @@ static void do_job(sp_engine *e, struct sp_job *j)
 		return;
 	}
 	_sp_stable_insert(&e->stable, _sp_key(e, b), (uint32_t)id);
-	if (map_store(e, j->rid, j->page, (uint32_t)id) == 0)
-		j->done = 1;
-	else
+	if (map_store(e, j->rid, j->page, (uint32_t)id) != 0)
 		make_unshared(e, j->rid, j->page);
 }
 

@@ -636,7 +636,7 @@ static void test_lookups_outlive_their_pages(void **state)
 	}
 	for (int k = 0; k < K; k++) {
 		struct answer a;
-		assert_int_equal(read(c[k].reply, &a, sizeof(a)), sizeof(a));
+		client_answer(&c[k], &a, sizeof(a), "the end of its churn");
 		if (a.bad)
 			fail_msg("client %d: %d pages differ from what it wrote", k, a.bad);
 	}

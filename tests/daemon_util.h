@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -32,12 +33,19 @@
 
 static char sock_path[PATH_MAX];
 static char *sock_dir;
-static pid_t daemon_pid;  /* killed at exit whatever happens */
+/* The daemon started and not stopped yet. A test that fails stops at the
+ * failed assertion and leaves its daemon running, which kept the socket
+ * (the next test's daemon would not start): it goes when the next daemon
+ * starts, or at exit. */
+static pid_t daemon_pid;
 
-static inline void kill_daemon_at_exit(void)
+static inline void kill_daemon(void)
 {
-	if (daemon_pid > 0)
+	if (daemon_pid > 0) {
 		kill(daemon_pid, SIGKILL);
+		waitpid(daemon_pid, NULL, 0);
+	}
+	daemon_pid = 0;
 }
 
 static inline void msleep(int ms)
@@ -58,9 +66,10 @@ static inline pid_t start_daemon(bool system)
 	}
 	static bool hooked;
 	if (!hooked) {
-		atexit(kill_daemon_at_exit);
+		atexit(kill_daemon);
 		hooked = true;
 	}
+	kill_daemon();  /* of a test that failed */
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -69,11 +78,14 @@ static inline pid_t start_daemon(bool system)
 		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 		dup2(fd, 1);
 		dup2(fd, 2);
+		/* nothing of ours: a lock (flock(1) around the tests), a client's pipe */
+		close_range(3, ~0U, 0);
 		const char *argv[] = { build_path("bin/samepaged"), "-v", "--socket", sock_path,
 				       system ? "--system" : NULL, NULL };
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
+	daemon_pid = pid;
 	/* ready when the socket answers */
 	for (int i = 0; i < 200; i++) {
 		sp_ctl *c;
@@ -82,7 +94,6 @@ static inline pid_t start_daemon(bool system)
 			sp_diag d;
 			assert_int_equal(sp_ctl_set(c, fast, 2, 0, &d), 0);
 			sp_ctl_close(c);
-			daemon_pid = pid;
 			return pid;
 		}
 		msleep(10);
@@ -93,7 +104,8 @@ static inline pid_t start_daemon(bool system)
 
 static inline void stop_daemon(pid_t pid, int sig)
 {
-	daemon_pid = 0;
+	if (pid == daemon_pid)
+		daemon_pid = 0;
 	kill(pid, sig);
 	int st;
 	waitpid(pid, &st, 0);
@@ -288,12 +300,23 @@ static inline void client_main(int cmd, int reply, const struct client_args *a)
 	client_body(cmd, reply, a->pages, a->distinct, a->uid, a->writer);
 }
 
+/* A client's answer, or the test fails: a client stuck (on a fault nobody
+ * resolves, say) made a failing test hang for minutes instead. */
+static inline void client_answer(const struct client *c, void *buf, size_t len, const char *what)
+{
+	struct pollfd p = { c->reply, POLLIN, 0 };
+	int ms = san_ms(120000);
+	if (poll(&p, 1, ms) != 1)
+		fail_msg("client %d: no answer to %s in %d s", (int)c->pid, what, ms / 1000);
+	assert_int_equal(read(c->reply, buf, len), (ssize_t)len);
+}
+
 static inline struct client client_start(size_t pages, size_t distinct, int uid, bool writer)
 {
 	struct client_args args = { pages, distinct, uid, 0, writer };
 	struct client c = client_spawn(client_main, &args);
 	char r;
-	assert_int_equal(read(c.reply, &r, 1), 1);
+	client_answer(&c, &r, 1, "start");
 	return c;
 }
 
@@ -303,7 +326,7 @@ static inline struct answer client_verify(struct client *c)
 	memset(&a, 0, sizeof(a));
 	char v = 'v';
 	assert_int_equal(write(c->cmd, &v, 1), 1);
-	assert_int_equal(read(c->reply, &a, sizeof(a)), sizeof(a));
+	client_answer(c, &a, sizeof(a), "verify");
 	return a;
 }
 
