@@ -11,6 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
+/* The library's own choice of SSE2, AVX2 or AVX-512, made at run time: its
+ * plain XXH3_64bits is built for SSE2 (0.28 against 0.18 us a cold page). */
+#include <xxh_x86dispatch.h>
+#endif
 
 #define EMPTY 0ull
 #define TOMB 1ull
