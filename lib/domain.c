@@ -17,12 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
-#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
-/* The library's own choice of SSE2, AVX2 or AVX-512, made at run time: its
- * plain XXH3_64bits is built for SSE2 (0.28 against 0.18 us a cold page). */
-#include <xxh_x86dispatch.h>
-#endif
+
+_Static_assert(SP_PROTO_PAGE == SP_PAGE, "a published page is an engine page");
 
 #define UNSTABLE_PER_CLIENT (1u << 24)
 
@@ -154,7 +150,7 @@ uint32_t _sp_domain_publish(struct sp_domain *dom, struct sp_client *c, const st
 		out[i].id = 0;
 		/* The content must be what the key says (it may have changed
 		 * under the client while it copied it: then nothing is stored). */
-		uint64_t h = XXH3_64bits(r[i].data, SP_PROTO_PAGE);
+		uint64_t h = _sp_hash_page(r[i].data);
 		if (numa_keys)
 			h ^= (uint64_t)(r[i].node + 1) * 0x9E3779B97F4A7C15ull;
 		if (h != r[i].key)
