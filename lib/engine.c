@@ -8,14 +8,14 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <sys/prctl.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sched.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 

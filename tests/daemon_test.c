@@ -421,7 +421,7 @@ static int64_t now_ns(void)
 
 /* Voluntary context switches of this process's engine threads (named
  * "samepage"; a sanitizer has threads of its own). */
-static int64_t other_threads_wakes(void)
+static int64_t engine_threads_wakes(void)
 {
 	int64_t sum = 0;
 	DIR *dir = opendir("/proc/self/task");
@@ -448,8 +448,8 @@ static int64_t other_threads_wakes(void)
  * message), when the thread's wait has ~0.9 s to go: its time in ms. */
 static int64_t free_after_a_wake(sp_engine *e)
 {
-	int64_t w = other_threads_wakes();
-	for (int t = 0; t < 3000 && other_threads_wakes() == w; t += 5)
+	int64_t w = engine_threads_wakes();
+	for (int t = 0; t < 3000 && engine_threads_wakes() == w; t += 5)
 		msleep(5);
 	msleep(100);
 	int64_t t0 = now_ns();
@@ -482,10 +482,10 @@ static void test_idle_client_sleeps_and_stops_at_once(void **state)
 	msleep(1500);  /* connected, first counters sent */
 	char dstatus[64];
 	snprintf(dstatus, sizeof(dstatus), "/proc/%d/status", (int)d);
-	int64_t w0 = other_threads_wakes();
+	int64_t w0 = engine_threads_wakes();
 	long dw0 = proc_kb(dstatus, "voluntary_ctxt_switches");
 	msleep(3000);
-	int64_t w1 = other_threads_wakes();
+	int64_t w1 = engine_threads_wakes();
 	long dw1 = proc_kb(dstatus, "voluntary_ctxt_switches");
 	print_message("%d engine threads woke %lld times in 3 s between turns, samepaged %ld times\n", ENGINES,
 		      (long long)(w1 - w0), dw1 - dw0);
